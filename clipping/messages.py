@@ -1,0 +1,112 @@
+"""Wire messages: what M6 asks for, what the service announces, what the status API answers.
+
+``ClipRequest`` is the body of a ``clipping-requests`` message and the ``clip-hand`` flow's
+parameter; ``ClipCompletion`` is the body of a ``clipping-complete`` message;
+``ClipStatusReport`` is the answer of ``GET /v1/clip/{request_id}/status``.
+"""
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from clipping.nas import confine_to_nas_roots
+from clipping.settings import get_settings
+
+SafeToken = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"),
+    Field(description="1-64 characters: letters, digits, '_' and '-', starting alphanumeric."),
+]
+
+
+class ClipMode(StrEnum):
+    ACCURATE = "accurate"
+    COPY = "copy"
+
+
+class ClipRequest(BaseModel):
+    """One hand to cut: validated once, here, by every layer that receives it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: SafeToken
+    hand_id: SafeToken
+    nas_video_path: str = Field(
+        max_length=4096,
+        description="Absolute path of the recording; must resolve inside a NAS root.",
+    )
+    start_seconds: float = Field(ge=0, allow_inf_nan=False)
+    end_seconds: float = Field(gt=0, allow_inf_nan=False)
+    mode: ClipMode = ClipMode.COPY
+
+    @field_validator("nas_video_path")
+    @classmethod
+    def _inside_nas_roots(cls, path: str) -> str:
+        return str(confine_to_nas_roots(path, get_settings().nas_roots))
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> "ClipRequest":
+        if not self.start_seconds < self.end_seconds:
+            raise ValueError("start_seconds must be less than end_seconds")
+        longest = get_settings().max_clip_seconds
+        if self.end_seconds - self.start_seconds > longest:
+            raise ValueError(f"the range is longer than the {longest:g} s maximum")
+        return self
+
+    @property
+    def object_name(self) -> str:
+        """Deterministic per request, so a retried upload overwrites instead of duplicating."""
+        return f"{self.hand_id}/{self.request_id}.mp4"
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class NewClipRequest(ClipRequest):
+    """A request as M6 posts it: the proxy assigns ``request_id`` when the caller does not."""
+
+    request_id: SafeToken = Field(default_factory=new_request_id)
+
+
+class ClipState(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+
+class ClipOutcome(BaseModel):
+    """What is known about a clip once it is finished (every field optional)."""
+
+    download_url: str | None = None
+    expires_at: datetime | None = None
+    object_name: str | None = None
+    size_bytes: int | None = None
+    duration_seconds: float | None = None
+    cut_start_seconds: float | None = None
+    cut_end_seconds: float | None = None
+    mode: ClipMode | None = None
+    reason: str | None = None
+    agent_id: str | None = None
+    flow_run_id: str | None = None
+
+
+class ClipCompletion(ClipOutcome):
+    """Announced on ``clipping-complete`` exactly when a request ends, whichever way."""
+
+    request_id: str | None = Field(description="None only when a rejected message had none.")
+    hand_id: str | None = None
+    status: Literal[ClipState.COMPLETED, ClipState.FAILED, ClipState.REJECTED]
+    finished_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class ClipStatusReport(ClipOutcome):
+    """The status API's answer for one request."""
+
+    request_id: str
+    status: ClipState

@@ -1,0 +1,90 @@
+"""Configuration from environment variables (prefix ``CLIPPING_``) with production defaults.
+
+The Google client libraries read their own variables: ``PUBSUB_EMULATOR_HOST`` and
+``STORAGE_EMULATOR_HOST`` point them at emulators; Prefect reads ``PREFECT_API_URL``.
+"""
+
+import os
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# V4 signed URLs cannot live longer than this; the client library refuses more.
+MAX_SIGNED_URL_TTL = timedelta(days=7)
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Each field is read from ``CLIPPING_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIPPING_", frozen=True)
+
+    nas_roots: Annotated[tuple[Path, ...], NoDecode] = Field(
+        default=(Path("/mnt/nas"),),
+        description="Directories recordings may be read from, separated by ':'. "
+        "A path that resolves (symlinks included) outside all of them is refused.",
+    )
+    gcp_project: str = "gg-poker"
+    requests_topic: str = "clipping-requests"
+    requests_subscription: str = "clipping-worker"
+    completions_topic: str = "clipping-complete"
+    bucket: str = "gg-subclips"
+    gcs_block: str = Field(
+        default="clip-bucket", description="Name of the saved GcsBucket block."
+    )
+    gcp_credentials_block: str = Field(
+        default="clip-gcp", description="Name of the saved GCP credentials block."
+    )
+    service_account_file: Path | None = Field(
+        default=None,
+        description="Service-account key (JSON) stored in the credentials block; "
+        "its private key signs download URLs. Unset: Application Default Credentials.",
+    )
+    deployment: str = Field(default="clip-hand/clip-hand", description="flow/deployment")
+    work_pool: str = "nas-pool"
+    max_clip_seconds: float = Field(
+        default=1800.0, gt=0, description="Longest range a request may ask for (30 min)."
+    )
+    signed_url_ttl: timedelta = MAX_SIGNED_URL_TTL
+    work_dir: Path | None = Field(
+        default=None, description="Parent of per-run scratch directories (default: system temp)."
+    )
+
+    @field_validator("nas_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(Path(part) for part in value.split(os.pathsep) if part)
+        return value
+
+    @field_validator("nas_roots")
+    @classmethod
+    def _roots_are_absolute(cls, roots: tuple[Path, ...]) -> tuple[Path, ...]:
+        if not roots:
+            raise ValueError("at least one NAS root is required")
+        relative = [str(root) for root in roots if not root.is_absolute()]
+        if relative:
+            raise ValueError(f"NAS roots must be absolute paths: {relative}")
+        return roots
+
+    @field_validator("signed_url_ttl")
+    @classmethod
+    def _ttl_within_v4_limit(cls, ttl: timedelta) -> timedelta:
+        if not timedelta(0) < ttl <= MAX_SIGNED_URL_TTL:
+            raise ValueError("signed_url_ttl must be positive and at most 7 days")
+        return ttl
+
+    def topic_path(self, topic: str) -> str:
+        return f"projects/{self.gcp_project}/topics/{topic}"
+
+    def subscription_path(self, subscription: str) -> str:
+        return f"projects/{self.gcp_project}/subscriptions/{subscription}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()
