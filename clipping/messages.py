@@ -10,7 +10,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from clipping.nas import confine_to_nas_roots
 from clipping.settings import get_settings
@@ -25,6 +33,7 @@ SafeToken = Annotated[
 class ClipMode(StrEnum):
     ACCURATE = "accurate"
     COPY = "copy"
+    REENCODE = "reencode"
 
 
 class ClipRequest(BaseModel):
@@ -110,3 +119,11 @@ class ClipStatusReport(ClipOutcome):
 
     request_id: str
     status: ClipState
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line a caller can read: ``field: problem; field: problem``."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in detail['loc']) or 'message'}: {detail['msg']}"
+        for detail in error.errors(include_url=False)
+    )

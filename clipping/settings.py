@@ -32,9 +32,7 @@ class Settings(BaseSettings):
     requests_subscription: str = "clipping-worker"
     completions_topic: str = "clipping-complete"
     bucket: str = "gg-subclips"
-    gcs_block: str = Field(
-        default="clip-bucket", description="Name of the saved GcsBucket block."
-    )
+    gcs_block: str = Field(default="clip-bucket", description="Name of the saved GcsBucket block.")
     gcp_credentials_block: str = Field(
         default="clip-gcp", description="Name of the saved GCP credentials block."
     )
@@ -47,6 +45,14 @@ class Settings(BaseSettings):
     work_pool: str = "nas-pool"
     max_clip_seconds: float = Field(
         default=1800.0, gt=0, description="Longest range a request may ask for (30 min)."
+    )
+    listener_max_messages: int = Field(
+        default=10, gt=0, description="Requests the listener holds unacknowledged at once."
+    )
+    proxy_database_url: str = Field(
+        default="sqlite:///clipping-proxy.db",
+        description="SQLAlchemy URL of the proxy's record of accepted requests "
+        "(PostgreSQL in production).",
     )
     signed_url_ttl: timedelta = MAX_SIGNED_URL_TTL
     work_dir: Path | None = Field(

@@ -1,45 +1,193 @@
-"""Probing media with PyAV: container headers only, the file is not read through."""
+"""Probing media with PyAV: container headers and a few packets near a time, never the whole file.
 
+Times given to and returned by this module are seconds from the recording's start as a
+player shows it: a source's first timestamp (non-zero in MPEG-TS) is its origin.
+"""
+
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.container
+import av.stream
 
 from cutting.errors import CutError
+
+# How far before a target to seek when the demuxer lands after it (MPEG-TS overshoots).
+_SEEK_BACK_OFFS_SECONDS = (0.0, 2.0, 8.0, 32.0, 128.0)
 
 
 @dataclass(frozen=True)
 class MediaInfo:
     duration_seconds: float
+    origin_seconds: float
+    format_name: str
     video_codec: str | None
     audio_codecs: tuple[str, ...]
     width: int | None
     height: int | None
+    frame_rate: Fraction | None
+
+
+@dataclass(frozen=True)
+class KeyframesNear:
+    """The keyframes around a time: the last at or before it and the first after it."""
+
+    at_or_before: float | None
+    after: float | None
+
+
+@contextmanager
+def open_media(path: Path) -> Iterator[av.container.InputContainer]:
+    """Open ``path`` for demuxing; ``CutError`` when it is missing, unreadable or not media."""
+    if not path.is_file():
+        raise CutError(f"source recording not found: {path}")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except PermissionError as exc:
+        raise CutError(f"source recording is not readable (permission denied): {path}") from exc
+    except (av.FFmpegError, UnicodeDecodeError) as exc:
+        raise CutError(f"source is not a readable video file: {path} ({exc})") from exc
+    with container:
+        yield container
 
 
 def probe(path: Path) -> MediaInfo:
     """Duration and streams of ``path``; ``CutError`` when it is missing or not a video."""
-    if not path.is_file():
-        raise CutError(f"source recording not found: {path}")
-    try:
-        with av.open(str(path)) as container:
-            return _describe(container)
-    except PermissionError as exc:
-        raise CutError(f"source recording is not readable: {path}") from exc
-    except av.FFmpegError as exc:
-        raise CutError(f"source is not a readable video file: {path} ({exc})") from exc
+    with open_media(path) as container:
+        return describe(container)
 
 
-def _describe(container: av.container.InputContainer) -> MediaInfo:
+def describe(container: av.container.InputContainer) -> MediaInfo:
     if not container.streams.video:
         raise CutError(f"source has no video stream: {container.name}")
     video = container.streams.video[0]
-    if container.duration is None:
+    if container.duration is None or container.duration <= 0:
         raise CutError(f"source has no known duration: {container.name}")
     return MediaInfo(
         duration_seconds=container.duration / av.time_base,
+        origin_seconds=origin_seconds(container),
+        format_name=container.format.name,
         video_codec=video.codec_context.name,
         audio_codecs=tuple(stream.codec_context.name for stream in container.streams.audio),
-        width=video.codec_context.width,
-        height=video.codec_context.height,
+        width=video.codec_context.width or None,
+        height=video.codec_context.height or None,
+        frame_rate=video.average_rate or video.guessed_rate,
     )
+
+
+def origin_seconds(container: av.container.InputContainer) -> float:
+    """The container timestamp a player shows as 0:00."""
+    return (container.start_time or 0) / av.time_base
+
+
+def keyframes_near(path: Path, seconds: float) -> KeyframesNear:
+    """The video keyframes around ``seconds``, found by seeking and demuxing a single GOP."""
+    with open_media(path) as container:
+        describe(container)
+        video = container.streams.video[0]
+        origin = origin_seconds(container)
+        target = to_ticks(seconds + origin, video.time_base)
+        keyframes = (p for p in packets_from_keyframe(container, video, target) if p.is_keyframe)
+        first = next(keyframes, None)
+        if first is not None and first.pts > target:
+            keyframes, first = itertools.chain([first], keyframes), None
+        after = next(keyframes, None)
+        return KeyframesNear(
+            at_or_before=_seconds_or_none(first, video.time_base, origin),
+            after=_seconds_or_none(after, video.time_base, origin),
+        )
+
+
+def _seconds_or_none(packet: av.Packet | None, time_base: Fraction, origin: float) -> float | None:
+    return None if packet is None else float(packet.pts * time_base) - origin
+
+
+def to_ticks(seconds: float, time_base: Fraction) -> int:
+    return round(Fraction(seconds) / time_base)
+
+
+def packets_from_keyframe(
+    container: av.container.InputContainer, stream: av.stream.Stream, target: int
+) -> Iterator[av.Packet]:
+    """``stream``'s packets in decode order from its last keyframe at or before ``target``.
+
+    Seeks back further when the demuxer lands after ``target``; starts at the stream's
+    first keyframe when there is none before ``target``.
+    """
+    for back_off in _SEEK_BACK_OFFS_SECONDS:
+        packets = _packets_after_seek(
+            container, stream, target - to_ticks(back_off, stream.time_base)
+        )
+        packets = from_last_keyframe(packets, target)
+        first = next(packets, None)
+        if first is not None and first.pts <= target:
+            return itertools.chain([first], packets)
+    packets = from_last_keyframe(_packets_after_seek(container, stream, None), target)
+    return packets
+
+
+def packets_from(
+    container: av.container.InputContainer, stream: av.stream.Stream, target: int
+) -> Iterator[av.Packet]:
+    """``stream``'s packets from the last one starting at or before ``target`` (audio)."""
+    for back_off in _SEEK_BACK_OFFS_SECONDS:
+        packets = _packets_after_seek(
+            container, stream, target - to_ticks(back_off, stream.time_base)
+        )
+        first = next(packets, None)
+        if first is not None and first.pts <= target:
+            return itertools.chain([first], packets)
+    return _packets_after_seek(container, stream, None)
+
+
+def _packets_after_seek(
+    container: av.container.InputContainer, stream: av.stream.Stream, target: int | None
+) -> Iterator[av.Packet]:
+    try:
+        if target is None or target <= (stream.start_time or 0):
+            container.seek(0, backward=True, any_frame=False)
+        else:
+            container.seek(target, backward=True, any_frame=False, stream=stream)
+    except av.FFmpegError as exc:
+        raise CutError(f"cannot seek in the source ({exc}); is it a complete recording?") from exc
+    return demuxed(container, stream)
+
+
+def demuxed(
+    container: av.container.InputContainer, stream: av.stream.Stream
+) -> Iterator[av.Packet]:
+    """``stream``'s packets with a timestamp; demuxer failures become ``CutError``."""
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is not None and packet.size:
+                yield packet
+    except av.FFmpegError as exc:
+        raise CutError(f"the source is corrupt: demuxing failed ({exc})") from exc
+
+
+def from_last_keyframe(packets: Iterator[av.Packet], target: int) -> Iterator[av.Packet]:
+    """Skip to the last keyframe at or before ``target`` and drop its leading pictures.
+
+    Packets are held back until one shows after ``target``: no keyframe at or before
+    ``target`` can follow it in decode order. Leading pictures (after the keyframe in decode
+    order, before it in display order) reference the previous GOP and cannot be decoded.
+    """
+    held: list[av.Packet] = []
+    for packet in packets:
+        if packet.is_keyframe and (packet.pts <= target or not held):
+            held = [packet]
+        elif held and packet.pts >= held[0].pts:
+            held.append(packet)
+        if held and packet.pts > target:
+            break
+    else:
+        yield from held
+        return
+    yield from held
+    keyframe_pts = held[0].pts
+    yield from (packet for packet in packets if packet.pts >= keyframe_pts)

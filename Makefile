@@ -1,0 +1,38 @@
+# The two commands: `make demo` (whole service end to end) and `make test` (the suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo up down status test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)  ## start the local stack, request a clip, download it via its signed URL
+	$(BIN)/python -m stack demo
+
+up: $(STAMP)  ## start the local stack and leave it running
+	$(BIN)/python -m stack up
+
+down: $(STAMP)  ## stop every process the stack started
+	$(BIN)/python -m stack down
+
+status: $(STAMP)
+	$(BIN)/python -m stack status
+
+test: $(STAMP)  ## the whole suite: unit tests and the end-to-end test on its own stack
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean: down
+	rm -rf .stack

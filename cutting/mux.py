@@ -1,0 +1,91 @@
+"""Write a clip's video and audio packets into a browser-playable MP4 (``+faststart``)."""
+
+import heapq
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import av.container
+
+from cutting.audio import audio_packets
+from cutting.errors import CutError
+from cutting.smart import OutputPacket, VideoCut
+
+
+def write_mp4(
+    output: Path, source: Path, video: VideoCut, audio_indexes: list[int], end_seconds: float
+) -> None:
+    """Mux ``video`` and the source's audio tracks, cut at the video's first frame, into ``output``.
+
+    ``end_seconds`` (recording time) bounds the audio; it starts at the first video frame.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with av.open(
+            str(output), "w", format="mp4", container_options={"movflags": "+faststart"}
+        ) as mp4:
+            _write(mp4, source, video, audio_indexes, end_seconds)
+    except av.FFmpegError as exc:
+        output.unlink(missing_ok=True)
+        raise CutError(f"writing the clip failed ({exc})") from exc
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
+
+
+def _write(
+    mp4: av.container.OutputContainer,
+    source: Path,
+    video: VideoCut,
+    audio_indexes: list[int],
+    end_seconds: float,
+) -> None:
+    video_out = mp4.add_stream_from_template(video.stream)
+    video_out.codec_context.extradata = video.extradata
+    video_out.codec_context.codec_tag = video.codec_tag
+    audio_outs = [
+        mp4.add_stream_from_template(video.stream.container.streams.audio[i]) for i in audio_indexes
+    ]
+    video_packets = _video_packets(video, video_out)
+    first = next(video_packets)  # decides the cut instant the audio follows
+    start_seconds = float(video.first_pts * video.stream.time_base) - _origin(video)
+    audio = [
+        _assigned(audio_packets(source, index, start_seconds, end_seconds), stream)
+        for index, stream in zip(audio_indexes, audio_outs, strict=True)
+    ]
+    streams = [itertools.chain([first], video_packets), *audio]
+    for packet in heapq.merge(*streams, key=lambda p: float(p.dts * p.time_base)):
+        mp4.mux(packet)
+
+
+def _origin(video: VideoCut) -> float:
+    return (video.stream.container.start_time or 0) / av.time_base
+
+
+def _video_packets(video: VideoCut, stream: av.stream.Stream) -> Iterator[av.Packet]:
+    frame_ticks = round(
+        1 / ((video.stream.average_rate or video.stream.guessed_rate) * video.stream.time_base)
+    )
+    for cut in video.packets:
+        yield _packet(cut, video, stream, frame_ticks)
+
+
+def _packet(
+    cut: OutputPacket, video: VideoCut, stream: av.stream.Stream, frame_ticks: int
+) -> av.Packet:
+    assert video.first_pts is not None
+    packet = av.Packet(cut.data)
+    packet.pts = cut.pts - video.first_pts
+    packet.dts = cut.dts - video.first_pts
+    packet.duration = frame_ticks
+    packet.time_base = video.stream.time_base
+    packet.is_keyframe = cut.keyframe
+    packet.stream = stream
+    return packet
+
+
+def _assigned(packets: Iterator[av.Packet], stream: av.stream.Stream) -> Iterator[av.Packet]:
+    for packet in packets:
+        packet.stream = stream
+        yield packet

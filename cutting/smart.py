@@ -1,0 +1,448 @@
+"""The video side of a clip: re-encode only where the source cannot be copied.
+
+Smart cut (``SMART``): decode from the last keyframe at or before START and re-encode
+the pictures from START up to the first spliceable keyframe K1 (the *head*), copy the
+source's packets from K1, and re-encode the few pictures before END that can only be
+decoded with a reference picture at or after END (the *tail*, B-frames). ``FULL``
+re-encodes everything; ``COPY`` copies from the last keyframe at or before START up to the
+last packet needed for the pictures before END (so it may end a few frames late).
+
+Timestamps are the source stream's ticks until the muxer shifts them. Decode timestamps
+are rebuilt for every copied packet (Matroska has none): the n-th packet gets the pts of
+the (n - R)-th picture in display order, R being the source's reorder depth, and the
+re-encoded parts (no B-frames) get ``pts - R`` frame durations, so the spliced stream's
+dts rise monotonically.
+"""
+
+import heapq
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+
+import av
+import av.container
+import av.stream
+
+from cutting.encode import EncoderSettings, encode, full_settings, splice_settings
+from cutting.errors import CutError
+from cutting.logs import ffmpeg_errors
+from cutting.nal import (
+    HEVC_END_OF_SEQUENCE,
+    Codec,
+    h264_parameter_set_ids,
+    is_splice_point,
+    join_annexb,
+    parameter_sets,
+    parameter_sets_from_extradata,
+    split_annexb,
+    split_length_prefixed,
+    without_stream_headers,
+)
+from cutting.probe import packets_from_keyframe
+
+# Packets looked at to measure the source's reorder depth (H.264 allows up to 16).
+_REORDER_WINDOW = 48
+ProgressCallback = Callable[[float], None]
+
+
+class VideoMode(Enum):
+    SMART = "smart"
+    COPY = "copy"
+    FULL = "full"
+
+
+@dataclass
+class Unit:
+    """One access unit of the source: its packet (for decoding) and its NAL units (for copying)."""
+
+    packet: av.Packet
+    nals: list[bytes]
+    pts: int
+    keyframe: bool
+    dts: int = 0
+
+
+@dataclass
+class OutputPacket:
+    data: bytes
+    pts: int
+    dts: int
+    keyframe: bool
+
+
+@dataclass
+class VideoCut:
+    """Packets of the cut video in decode order; ``first_pts``/``end_pts`` once known."""
+
+    codec: Codec
+    stream: av.stream.Stream
+    extradata: bytes
+    codec_tag: str
+    packets: Iterator[OutputPacket]
+    head_frames: int = 0
+    tail_frames: int = 0
+    joins: list[int] = field(default_factory=list)
+    first_pts: int | None = None
+    end_pts: int | None = None
+
+
+def source_codec(stream: av.stream.Stream) -> Codec:
+    name = stream.codec_context.name
+    try:
+        return Codec(name)
+    except ValueError:
+        raise CutError(f"video codec {name!r} is not supported (H.264 or HEVC only)") from None
+
+
+class _Source:
+    """The source video stream as access units in decode order, from a keyframe."""
+
+    def __init__(self, container: av.container.InputContainer, stream: av.stream.Stream) -> None:
+        self.stream = stream
+        self.codec = source_codec(stream)
+        extradata = stream.codec_context.extradata or b""
+        self.parameter_sets, self._length_size = parameter_sets_from_extradata(
+            self.codec, extradata
+        )
+        self.frame_ticks = 1 / (
+            (stream.average_rate or stream.guessed_rate or 30) * stream.time_base
+        )
+        self._container = container
+
+    def units_from(self, target: int) -> Iterator[Unit]:
+        packets = packets_from_keyframe(self._container, self.stream, target)
+        return (self._unit(packet) for packet in packets)
+
+    def _unit(self, packet: av.Packet) -> Unit:
+        data = bytes(packet)
+        if self._length_size:
+            nals = split_length_prefixed(data, self._length_size)
+        else:
+            nals = split_annexb(data)
+        if not self.parameter_sets:
+            self.parameter_sets = parameter_sets(self.codec, nals)
+        return Unit(packet=packet, nals=nals, pts=packet.pts, keyframe=packet.is_keyframe)
+
+    def ticks(self, frames: float) -> int:
+        return round(frames * self.frame_ticks)
+
+
+def reorder_depth(units: Iterator[Unit]) -> tuple[int, Iterator[Unit]]:
+    """The source's reorder depth R, measured on its first packets, and all the units."""
+    window = list(itertools.islice(units, _REORDER_WINDOW))
+    if not window:
+        raise CutError("the source has no video frames in the requested range")
+    ranks = {pts: rank for rank, pts in enumerate(sorted(unit.pts for unit in window))}
+    depth = max(index - ranks[unit.pts] for index, unit in enumerate(window))
+    return depth, itertools.chain(window, units)
+
+
+def with_decode_times(
+    units: Iterator[Unit], depth: int, ticks: Callable[[float], int]
+) -> Iterator[Unit]:
+    """Give each unit a dts (see module doc); the first unit must be a keyframe."""
+    pending: list[int] = []
+    first: int | None = None
+    for index, unit in enumerate(units):
+        first = unit.pts if first is None else first
+        heapq.heappush(pending, unit.pts)
+        unit.dts = first - ticks(depth - index) if index < depth else heapq.heappop(pending)
+        if unit.dts > unit.pts:
+            raise CutError("the source reorders frames deeper than its first GOP shows")
+        yield unit
+
+
+class _Encoder:
+    """Re-encodes decoded pictures into one part of the clip (an IDR first)."""
+
+    def __init__(self, settings: EncoderSettings, rewrite_dts: Callable[[int], int] | None) -> None:
+        self._context = settings.open()
+        self._rewrite_dts = rewrite_dts
+        self.extradata = self._context.extradata or b""
+
+    def add(self, frame: av.VideoFrame | None) -> list[OutputPacket]:
+        return [self._output(packet) for packet in encode(self._context, frame)]
+
+    def _output(self, packet: av.Packet) -> OutputPacket:
+        dts = packet.dts if self._rewrite_dts is None else self._rewrite_dts(packet.pts)
+        return OutputPacket(bytes(packet), packet.pts, dts, packet.is_keyframe)
+
+
+class _Decoder:
+    """The source's decoder; any error it reports (even one it conceals) fails the cut."""
+
+    def __init__(self, stream: av.stream.Stream) -> None:
+        self._context = stream.codec_context
+        self._context.thread_type = "AUTO"
+
+    def decode(self, unit: Unit | None) -> list[av.VideoFrame]:
+        with ffmpeg_errors() as errors:
+            try:
+                frames = list(self._context.decode(None if unit is None else unit.packet))
+            except av.FFmpegError as exc:
+                raise CutError(f"the source is corrupt: video decoding failed ({exc})") from exc
+        if errors or any(frame.is_corrupt for frame in frames):
+            where = "" if unit is None else f" near {float(unit.pts * unit.packet.time_base):.2f}s"
+            detail = f" ({errors[0][2].strip()})" if errors else ""
+            raise CutError(f"the source is corrupt: video decoding failed{where}{detail}")
+        return frames
+
+    def restart(self) -> None:
+        self._context.flush_buffers()
+
+    def frames(self, units: list[Unit]) -> Iterator[av.VideoFrame]:
+        """Every frame of ``units`` (which start at a keyframe), the decoder drained at the end."""
+        for unit in units:
+            yield from self.decode(unit)
+        yield from self.decode(None)
+
+
+def cut_video(
+    container: av.container.InputContainer,
+    stream: av.stream.Stream,
+    start: int,
+    end: int,
+    *,
+    mode: VideoMode,
+    on_progress: ProgressCallback,
+) -> VideoCut:
+    """The video of ``[start, end)`` (stream ticks) as packets to mux, cut the ``mode`` way."""
+    source = _Source(container, stream)
+    return _Cutter(source, start, end, mode, on_progress).cut()
+
+
+class _Cutter:
+    def __init__(
+        self, source: _Source, start: int, end: int, mode: VideoMode, on_progress: ProgressCallback
+    ) -> None:
+        self._source = source
+        self._start, self._end = start, end
+        self._mode = mode
+        self._on_progress = on_progress
+        self._decoder = _Decoder(source.stream)
+        self._last_dts: int | None = None
+        self._last_pts = 0
+        self._depth = 0
+        self._splice_unit: Unit | None = None
+        self._rest: Iterator[Unit] = iter(())
+        self._reported = -1
+
+    def cut(self) -> VideoCut:
+        self._depth, units = reorder_depth(self._source.units_from(self._start))
+        units = with_decode_times(units, self._depth, self._source.ticks)
+        codec = self._source.codec
+        if self._mode is VideoMode.SMART:
+            self._settings = splice_settings(codec, self._source.stream, self._free_h264_id())
+        else:
+            self._settings = full_settings(codec, self._source.stream)
+        if self._mode is VideoMode.COPY:
+            self._encoder_parameter_sets = []
+        else:
+            extradata = self._settings.open().extradata
+            self._encoder_parameter_sets = parameter_sets(codec, split_annexb(extradata))
+        if self._mode is VideoMode.FULL:
+            extradata = join_annexb(self._encoder_parameter_sets)
+        elif codec is Codec.H264:
+            extradata = join_annexb(self._source.parameter_sets + self._encoder_parameter_sets)
+        else:
+            extradata = join_annexb(self._source.parameter_sets)
+        self._cut = VideoCut(
+            codec=codec,
+            stream=self._source.stream,
+            extradata=extradata,
+            codec_tag="hev1" if codec is Codec.HEVC else "avc1",
+            packets=iter(()),
+        )
+        self._cut.packets = self._packets(units)
+        return self._cut
+
+    def _free_h264_id(self) -> int:
+        if self._source.codec is not Codec.H264:
+            return 0
+        used = h264_parameter_set_ids(self._source.parameter_sets)
+        return next(candidate for candidate in range(1, 32) if candidate not in used)
+
+    # Parts of the clip, in decode order.
+
+    def _packets(self, units: Iterator[Unit]) -> Iterator[OutputPacket]:
+        if self._mode is VideoMode.COPY:
+            self._splice_unit = next(units)
+            self._rest = itertools.chain([self._splice_unit], units)
+            self._cut.first_pts = self._splice_unit.pts
+        else:
+            yield from self._with_parameter_sets(self._head(units))
+        if self._splice_unit is not None:
+            if self._cut.head_frames:
+                self._cut.joins.append(self._splice_unit.pts)
+            yield from self._copied(self._splice_unit, self._rest)
+        self._on_progress(100.0)
+
+    def _head(self, units: Iterator[Unit]) -> Iterator[OutputPacket]:
+        """Re-encode START up to the splice keyframe K1 (or END); remember K1 and what follows."""
+        encoder: _Encoder | None = None
+        after_splice: list[Unit] = []
+        for unit in units:
+            if self._splice_unit is None and self._is_splice_unit(unit):
+                self._splice_unit = unit
+            if self._splice_unit is not None:
+                after_splice.append(unit)
+            if unit.dts >= self._head_limit():
+                break
+            for frame in self._in_head(self._decoder.decode(unit)):
+                encoder = encoder or self._new_encoder()
+                yield from self._take_frame(encoder, frame)
+        for frame in self._in_head(self._decoder.decode(None)):
+            encoder = encoder or self._new_encoder()
+            yield from self._take_frame(encoder, frame)
+        if encoder is not None:
+            yield from encoder.add(None)
+        self._rest = itertools.chain(after_splice, units)
+        if self._splice_unit is not None and self._cut.first_pts is None:
+            self._cut.first_pts = self._splice_unit.pts
+        if self._cut.first_pts is None:
+            raise CutError("the source has no video frames in the requested range")
+        if self._splice_unit is None:
+            self._cut.end_pts = self._last_pts + self._source.ticks(1)
+
+    def _head_limit(self) -> int:
+        return self._end if self._splice_unit is None else self._splice_unit.pts
+
+    def _in_head(self, frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
+        return [frame for frame in frames if self._start <= frame.pts < self._head_limit()]
+
+    def _is_splice_unit(self, unit: Unit) -> bool:
+        return (
+            self._mode is VideoMode.SMART
+            and unit.keyframe
+            and self._start <= unit.pts < self._end
+            and is_splice_point(self._source.codec, unit.nals)
+        )
+
+    def _take_frame(self, encoder: _Encoder, frame: av.VideoFrame) -> list[OutputPacket]:
+        if self._cut.first_pts is None:
+            self._cut.first_pts = frame.pts
+        self._cut.head_frames += 1
+        self._last_pts = frame.pts
+        self._progress(frame.pts)
+        return encoder.add(frame)
+
+    def _new_encoder(self) -> _Encoder:
+        encoder = _Encoder(
+            self._settings, self._spliced_dts if self._mode is VideoMode.SMART else None
+        )
+        if parameter_sets(self._source.codec, split_annexb(encoder.extradata)) != (
+            self._encoder_parameter_sets
+        ):
+            raise CutError("the re-encoder produced different parameter sets for the same settings")
+        return encoder
+
+    def _spliced_dts(self, pts: int) -> int:
+        dts = pts - self._source.ticks(self._depth)
+        if self._last_dts is not None:
+            dts = max(dts, self._last_dts + 1)
+        self._last_dts = dts
+        return dts
+
+    def _copied(self, splice_unit: Unit, units: Iterator[Unit]) -> Iterator[OutputPacket]:
+        """Copy from K1 one GOP at a time, holding the last GOP back for the exact end."""
+        gop: list[Unit] = []
+        first_part = True
+        # Leading pictures of K1 are dropped (their frames are in the head): new dts.
+        trailing = (unit for unit in units if unit.pts >= splice_unit.pts)
+        for unit in with_decode_times(trailing, self._depth, self._source.ticks):
+            if unit.dts >= self._end and not self._fills_a_gap(unit, gop):
+                break
+            if unit.keyframe and unit.pts < self._end and gop:
+                yield from self._copy(gop, after_reencoded=first_part and self._has_head())
+                first_part = False
+                gop = []
+            gop.append(unit)
+            self._progress(unit.pts)
+        yield from self._last_gop(gop, after_reencoded=first_part and self._has_head())
+
+    def _fills_a_gap(self, unit: Unit, gop: list[Unit]) -> bool:
+        """``copy`` keeps the late reference pictures, so also the pictures shown before them."""
+        return self._mode is VideoMode.COPY and unit.pts < max(kept.pts for kept in gop)
+
+    def _has_head(self) -> bool:
+        return self._cut.head_frames > 0
+
+    def _copy(self, units: list[Unit], *, after_reencoded: bool) -> Iterator[OutputPacket]:
+        codec = self._source.codec
+        for position, unit in enumerate(units):
+            nals = without_stream_headers(codec, unit.nals)
+            if position == 0 and after_reencoded and codec is Codec.HEVC:
+                nals = [HEVC_END_OF_SEQUENCE, *self._source.parameter_sets, *nals]
+            self._last_dts = unit.dts
+            yield OutputPacket(join_annexb(nals), unit.pts, unit.dts, unit.keyframe)
+
+    def _last_gop(self, gop: list[Unit], *, after_reencoded: bool) -> Iterator[OutputPacket]:
+        """Copy what ends before END; re-encode pictures before END that need a later one."""
+        if self._mode is VideoMode.COPY:
+            copied, tail_pts = gop, []
+        else:
+            copied, tail_pts = _split_tail(gop, self._end)
+        yield from self._copy(copied, after_reencoded=after_reencoded)
+        if not tail_pts:
+            last_pts = max((unit.pts for unit in copied), default=self._last_pts)
+            self._cut.end_pts = last_pts + self._source.ticks(1)
+            return
+        if min(tail_pts) < gop[0].pts:
+            raise CutError("cannot re-encode the clip's end: it needs a previous GOP (open GOP)")
+        self._cut.tail_frames = len(tail_pts)
+        self._cut.joins.append(min(tail_pts))
+        tail = self._reencoded_tail(gop, set(tail_pts))
+        self._cut.end_pts = max(tail_pts) + self._source.ticks(1)
+        yield from self._with_parameter_sets(tail, new_sequence=True)
+
+    def _reencoded_tail(self, gop: list[Unit], wanted: set[int]) -> list[OutputPacket]:
+        self._decoder.restart()
+        encoder = self._new_encoder()
+        tail: list[OutputPacket] = []
+        decodable = [unit for unit in gop if unit.pts >= gop[0].pts]
+        for frame in self._decoder.frames(decodable):
+            if frame.pts in wanted:
+                tail += encoder.add(frame)
+        tail += encoder.add(None)
+        if len(tail) != len(wanted):
+            raise CutError("the source is corrupt: the clip's last frames cannot be decoded")
+        return tail
+
+    def _with_parameter_sets(
+        self, packets: Iterator[OutputPacket] | list[OutputPacket], *, new_sequence: bool = False
+    ) -> Iterator[OutputPacket]:
+        """HEVC: a re-encoded part carries its own parameter sets in band (same ids)."""
+        packets = iter(packets)
+        first = next(packets, None)
+        if first is None:
+            return
+        if self._source.codec is Codec.HEVC and self._mode is VideoMode.SMART:
+            prefix = [HEVC_END_OF_SEQUENCE] if new_sequence else []
+            nals = [*prefix, *self._encoder_parameter_sets, *split_annexb(first.data)]
+            first = OutputPacket(join_annexb(nals), first.pts, first.dts, first.keyframe)
+        yield first
+        yield from packets
+
+    def _progress(self, pts: int) -> None:
+        percent = int(100 * (pts - self._start) / max(1, self._end - self._start))
+        if percent > self._reported and 0 <= percent < 100:
+            self._reported = percent
+            self._on_progress(float(percent))
+
+
+def _split_tail(gop: list[Unit], end: int) -> tuple[list[Unit], list[int]]:
+    """Split the last GOP into a copyable prefix and the pts of pictures to re-encode.
+
+    The prefix holds no picture at or after END and nothing displayed after a re-encoded
+    picture; every picture before END that comes later in decode order is re-encoded.
+    """
+    late = [position for position, unit in enumerate(gop) if unit.pts >= end]
+    split = late[0] if late else len(gop)
+
+    def wanted(split: int) -> list[int]:
+        return [unit.pts for unit in gop[split:] if unit.pts < end]
+
+    while split > 0 and wanted(split) and max(u.pts for u in gop[:split]) > min(wanted(split)):
+        split -= 1
+    return gop[:split], sorted(wanted(split))

@@ -1,0 +1,51 @@
+"""Create the work pool, save the blocks and deploy ``prefect.yaml``; each step idempotent."""
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.workers.process import ProcessWorker
+
+from blocks import save_clip_blocks
+from clipping.settings import Settings
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+logger = logging.getLogger(__name__)
+
+
+def ensure_work_pool(name: str) -> None:
+    pool = WorkPoolCreate(
+        name=name,
+        type=ProcessWorker.type,
+        base_job_template=ProcessWorker.get_default_base_job_template(),
+        description="NAS hosts that can read the recordings; one process worker per host.",
+    )
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(pool)
+            logger.info("created work pool %s", name)
+        except ObjectAlreadyExists:
+            logger.info("work pool %s exists", name)
+
+
+def deploy_all(project_dir: Path = PROJECT_DIR) -> None:
+    """Run ``prefect deploy --all`` on prefect.yaml: Prefect's own reader of that file."""
+    env = {**os.environ, "CLIPPING_PROJECT_DIR": str(project_dir)}
+    subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        cwd=project_dir,
+        env=env,
+        check=True,
+    )
+
+
+def apply(settings: Settings) -> None:
+    ensure_work_pool(settings.work_pool)
+    bucket = save_clip_blocks(settings)
+    logger.info("saved blocks %s (gs://%s)", settings.gcs_block, bucket.bucket)
+    deploy_all()

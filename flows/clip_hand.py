@@ -1,0 +1,212 @@
+"""The ``clip-hand`` flow: cut -> upload -> sign -> notify, for one ClipRequest.
+
+Deployed from ``prefect.yaml`` onto the ``nas-pool`` process work pool and started by the
+Pub/Sub listener (``agent_pool.listener``). Run one by hand, without a deployment:
+
+    PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.clip_hand request.json
+
+Every run ends with exactly one ``clipping-complete`` message: the flow publishes the
+success, the ``on_failure`` hook publishes the final failure with its reason.
+"""
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from prefect import flow, get_run_logger, runtime, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.client.schemas.objects import FlowRun
+from prefect.flows import Flow
+from prefect.logging.loggers import flow_run_logger
+from prefect.states import Failed, State
+from prefect_gcp.cloud_storage import GcsBucket
+from pydantic import BaseModel
+
+from blocks import load_clip_bucket, signing_credentials
+from clipping.messages import ClipCompletion, ClipRequest, ClipState
+from clipping.pubsub import publish_model
+from clipping.settings import get_settings
+from cutting import CutClip, CutError, cut_clip
+
+
+class SignedUrl(BaseModel):
+    url: str
+    expires_at: datetime
+
+
+@task(name="cut")
+def cut(request: ClipRequest, workdir: Path) -> CutClip:
+    logger = get_run_logger()
+    logger.info(
+        "cutting %s [%.3f s, %.3f s) in %s mode",
+        request.nas_video_path,
+        request.start_seconds,
+        request.end_seconds,
+        request.mode.value,
+    )
+    clip = cut_clip(
+        Path(request.nas_video_path),
+        request.start_seconds,
+        request.end_seconds,
+        request.mode,
+        workdir / "clip.mp4",
+    )
+    logger.info("cut %.3f s, %d bytes", clip.duration_seconds, clip.size_bytes)
+    return clip
+
+
+@task(name="upload", retries=3, retry_delay_seconds=[1, 5, 15])
+def upload(clip: CutClip, bucket: GcsBucket, object_name: str) -> str:
+    """Upload to a deterministic object name: a retry overwrites, never duplicates."""
+    path = bucket.upload_from_path(clip.path, object_name, content_type="video/mp4")
+    get_run_logger().info("uploaded gs://%s/%s", bucket.bucket, path)
+    return path
+
+
+@task(name="sign")
+def sign(bucket: GcsBucket, object_path: str, ttl: timedelta) -> SignedUrl:
+    blob = bucket.get_bucket().blob(object_path)
+    url = blob.generate_signed_url(
+        version="v4", method="GET", expiration=ttl, credentials=signing_credentials(bucket)
+    )
+    return SignedUrl(url=url, expires_at=v4_url_expiry(url))
+
+
+@task(name="notify", retries=3, retry_delay_seconds=[1, 5, 15])
+def notify(completion: ClipCompletion) -> str:
+    message_id = publish_completion(completion)
+    get_run_logger().info("announced %s as message %s", completion.status.value, message_id)
+    return message_id
+
+
+def publish_completion(completion: ClipCompletion) -> str:
+    settings = get_settings()
+    return publish_model(
+        settings.topic_path(settings.completions_topic),
+        completion,
+        request_id=completion.request_id or "",
+        status=completion.status.value,
+    )
+
+
+def v4_url_expiry(url: str) -> datetime:
+    """When a V4 signed URL stops working: its signing time plus its lifetime."""
+    query = parse_qs(urlsplit(url).query)
+    signed_at = datetime.strptime(query["X-Goog-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    return signed_at + timedelta(seconds=int(query["X-Goog-Expires"][0]))
+
+
+def announce_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
+    """on_failure hook: the run failed for good, so tell M6 why."""
+    request = flow_run.parameters.get("request", {})
+    completion = ClipCompletion(
+        request_id=request.get("request_id"),
+        hand_id=request.get("hand_id"),
+        status=ClipState.FAILED,
+        reason=state.message or "the clip run failed",
+        agent_id=os.environ.get("PREFECT__WORKER_NAME"),
+        flow_run_id=str(flow_run.id),
+    )
+    message_id = publish_completion(completion)
+    flow_run_logger(flow_run, flow).info("announced failure as message %s", message_id)
+
+
+@flow(name="clip-hand", on_failure=[announce_failure], log_prints=True)
+def clip_hand(request: ClipRequest) -> ClipCompletion | State:
+    """Cut one poker hand out of a NAS recording, publish it, and announce it."""
+    settings = get_settings()
+    bucket = load_clip_bucket(settings)
+    timings: dict[str, float] = {}
+    if settings.work_dir:
+        settings.work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="clip-", dir=settings.work_dir) as workdir:
+        with _timed(timings, "cut"):
+            try:
+                clip = cut(request, Path(workdir))
+            except CutError as error:
+                # The request cannot be served as asked: fail with the reason alone.
+                return Failed(message=str(error))
+        with _timed(timings, "upload"):
+            object_path = upload(clip, bucket, request.object_name)
+    with _timed(timings, "sign"):
+        signed = sign(bucket, object_path, settings.signed_url_ttl)
+    completion = ClipCompletion(
+        request_id=request.request_id,
+        hand_id=request.hand_id,
+        status=ClipState.COMPLETED,
+        download_url=signed.url,
+        expires_at=signed.expires_at,
+        object_name=object_path,
+        size_bytes=clip.size_bytes,
+        duration_seconds=clip.duration_seconds,
+        cut_start_seconds=clip.start_seconds,
+        cut_end_seconds=clip.end_seconds,
+        mode=clip.mode,
+        agent_id=os.environ.get("PREFECT__WORKER_NAME"),
+        flow_run_id=runtime.flow_run.id,
+    )
+    _publish_artifacts(request, completion, bucket, timings)
+    notify(completion)
+    return completion
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Record the wall time of the ``with`` block as ``timings[name]`` (seconds)."""
+    started = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - started
+
+
+def _publish_artifacts(
+    request: ClipRequest, completion: ClipCompletion, bucket: GcsBucket, timings: dict[str, float]
+) -> None:
+    create_link_artifact(
+        link=completion.download_url or "",
+        link_text=f"{request.hand_id} ({completion.duration_seconds:.1f} s)",
+        key=_artifact_key(request.hand_id),
+        description=f"Signed download URL, valid until {completion.expires_at:%Y-%m-%d %H:%M} UTC",
+    )
+    create_markdown_artifact(markdown=_summary(request, completion, bucket, timings))
+    create_table_artifact(
+        table=[completion.model_dump(mode="json")],
+        description="Completion message published on clipping-complete",
+    )
+
+
+def _artifact_key(hand_id: str) -> str:
+    return "clip-" + hand_id.lower().replace("_", "-")
+
+
+def _summary(
+    request: ClipRequest, completion: ClipCompletion, bucket: GcsBucket, timings: dict[str, float]
+) -> str:
+    timing_rows = "\n".join(f"| {name} | {seconds:.2f} s |" for name, seconds in timings.items())
+    return f"""# Clip {request.hand_id}
+
+| | |
+|---|---|
+| request | `{request.request_id}` |
+| source | `{request.nas_video_path}` |
+| requested range | {request.start_seconds:.3f} s to {request.end_seconds:.3f} s |
+| cut range | {completion.cut_start_seconds:.3f} s to {completion.cut_end_seconds:.3f} s |
+| mode | {request.mode.value} |
+| duration | {completion.duration_seconds:.3f} s |
+| size | {completion.size_bytes:,} bytes |
+| object | `gs://{bucket.bucket}/{completion.object_name}` |
+| agent | {completion.agent_id or "-"} |
+
+| step | time |
+|---|---|
+{timing_rows}
+"""
+
+
+if __name__ == "__main__":
+    clip_hand(ClipRequest.model_validate_json(Path(sys.argv[1]).read_text()))

@@ -1,0 +1,105 @@
+"""Where the local stack listens and keeps its state; every value from ``CLIPPING_STACK_*``."""
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clipping.settings import get_settings
+
+# Marks every process of one stack (children inherit it), so `down` finds them all.
+STACK_MARKER = "CLIPPING_STACK_DIR"
+
+
+class StackConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLIPPING_STACK_", frozen=True)
+
+    dir: Path = Field(default=Path(".stack"), description="State, logs and the local NAS root.")
+    host: str = "127.0.0.1"
+    prefect_port: int = 4200
+    pubsub_port: int = 8085
+    gcs_port: int = 4443
+    token_port: int = 8086
+    proxy_port: int = 8080
+    workers: tuple[str, ...] = ("nas-server-01", "nas-server-02")
+    worker_limit: int = Field(default=4, gt=0, description="Flow runs per worker at once.")
+    prefect_database_url: str | None = Field(
+        default=None, description="Prefect server database (default: SQLite in the state dir)."
+    )
+
+    @field_validator("dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.resolve()
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"http://{self.host}:{self.prefect_port}/api"
+
+    @property
+    def prefect_ui_url(self) -> str:
+        return f"http://{self.host}:{self.prefect_port}"
+
+    @property
+    def token_uri(self) -> str:
+        return f"http://{self.host}:{self.token_port}/token"
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{self.host}:{self.proxy_port}"
+
+    @property
+    def nas_root(self) -> Path:
+        return self.dir / "nas"
+
+    @property
+    def service_account_file(self) -> Path:
+        return self.dir / "service-account.json"
+
+    def home_of(self, host: str) -> Path:
+        """PREFECT_HOME of one simulated host: hosts share nothing but the APIs."""
+        home = self.dir / "hosts" / host
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+
+    @contextmanager
+    def activated(self) -> Iterator[None]:
+        """Inside, this process is one of the stack's: its clients reach the stack's servers.
+
+        Prefect reads its settings when first imported, so they are overridden explicitly
+        as well as through the environment (which threads started inside also see).
+        """
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        saved = dict(os.environ)
+        os.environ.update(self.env())
+        get_settings.cache_clear()
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: self.prefect_api_url}):
+                yield
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            get_settings.cache_clear()
+
+    def env(self) -> dict[str, str]:
+        """Environment of every stack process: the service settings pointed at loopback."""
+        return {
+            **os.environ,
+            STACK_MARKER: str(self.dir),
+            "PYTHONUNBUFFERED": "1",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_API_URL": self.prefect_api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # Fail loudly instead of silently starting a private server when misconfigured.
+            "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
+            "PUBSUB_EMULATOR_HOST": f"{self.host}:{self.pubsub_port}",
+            "STORAGE_EMULATOR_HOST": f"http://{self.host}:{self.gcs_port}",
+            "CLIPPING_NAS_ROOTS": str(self.nas_root),
+            "CLIPPING_SERVICE_ACCOUNT_FILE": str(self.service_account_file),
+            "CLIPPING_PROXY_DATABASE_URL": f"sqlite:///{self.dir / 'proxy.db'}",
+            "CLIPPING_WORK_DIR": str(self.dir / "scratch"),
+        }

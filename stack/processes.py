@@ -1,0 +1,168 @@
+"""Starting and stopping the stack's processes; pid files make ``down`` work from any shell."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from stack.config import STACK_MARKER
+
+STOP_GRACE_S = 10.0
+
+
+class StartupError(RuntimeError):
+    """A stack process died or did not become ready; the message points at its log."""
+
+
+class Supervisor:
+    """Processes of one stack, each in its own process group, logged to ``logs/NAME.log``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.run_dir = state_dir / "run"
+        self.log_dir = state_dir / "logs"
+
+    def start(
+        self, name: str, command: list[str], env: dict[str, str], cwd: Path
+    ) -> subprocess.Popen:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path(name), "ab") as log:
+            process = subprocess.Popen(
+                command,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        order = len(list(self.run_dir.glob("*.pid")))
+        (self.run_dir / f"{order:02d}-{name}.pid").write_text(str(process.pid))
+        return process
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def running(self) -> dict[str, int]:
+        """Name -> pid of the started processes that are still alive."""
+        alive = {}
+        for pid_file in sorted(self.run_dir.glob("*.pid")):
+            pid = int(pid_file.read_text())
+            if _is_alive(pid):
+                alive[pid_file.stem.split("-", 1)[1]] = pid
+        return alive
+
+    def stop_all(self) -> list[str]:
+        """Stop every process of this stack, newest first, then any descendant left over.
+
+        Descendants are found by the marker variable they inherit: Prefect starts flow runs
+        in sessions of their own, so killing a worker's group does not reach them.
+        """
+        stopped = []
+        for pid_file in sorted(self.run_dir.glob("*.pid"), reverse=True):
+            pid = int(pid_file.read_text())
+            if _is_alive(pid):
+                _stop_group(pid)
+                stopped.append(pid_file.stem.split("-", 1)[1])
+            pid_file.unlink()
+        for pid in marked_processes(str(self.state_dir)):
+            _stop_group(pid)
+            stopped.append(f"pid {pid}")
+        return stopped
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _stop_group(pid: int) -> None:
+    """SIGTERM the process group led by ``pid``, SIGKILL it if it outlives the grace period."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline and _is_alive(pid):
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def marked_processes(state_dir: str) -> list[int]:
+    """Live processes (other than this one) carrying the marker of the stack in ``state_dir``."""
+    marker = f"{STACK_MARKER}={state_dir}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0") and _is_alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    what: str,
+    process: subprocess.Popen,
+    log: Path,
+    timeout: float = 60.0,
+) -> None:
+    """Poll ``ready`` until true; fail early, showing the log's tail, if ``process`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StartupError(f"{what} exited with {process.returncode}:\n{_tail(log)}")
+        if ready():
+            return
+        time.sleep(0.2)
+    raise StartupError(f"{what} not ready after {timeout:.0f} s:\n{_tail(log)}")
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def port_open(host: str, port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        with socket.socket() as sock:
+            sock.settimeout(1.0)
+            return sock.connect_ex((host, port)) == 0
+
+    return check
+
+
+def _tail(log: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"

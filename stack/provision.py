@@ -1,0 +1,99 @@
+"""What the stack creates once its servers run: key, topics, subscriptions, bucket, recording."""
+
+import contextlib
+import json
+import logging
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from google.api_core.exceptions import AlreadyExists, Conflict
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import pubsub_v1, storage
+
+from clipping.settings import Settings
+
+logger = logging.getLogger("clipping.stack")
+
+# A subscription of the stack's own on clipping-complete, so the demo (and anyone
+# exploring) can read the completion messages; the service itself never reads them.
+COMPLETIONS_AUDIT_SUBSCRIPTION = "clipping-complete-audit"
+REQUEST_ACK_DEADLINE_S = 60
+
+
+def write_service_account_key(path: Path, project: str, token_uri: str) -> None:
+    """A service-account key file with a fresh RSA key: it signs the local URLs.
+
+    ``token_uri`` is the stack's token endpoint (``emulators.token_endpoint``).
+    """
+    if path.exists():
+        return
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    info = {
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": "local-stack",
+        "private_key": pem,
+        "client_email": f"clipping-local@{project}.iam.gserviceaccount.com",
+        "client_id": "0",
+        "token_uri": token_uri,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=2))
+    path.chmod(0o600)
+
+
+def create_pubsub_resources(settings: Settings) -> None:
+    publisher = pubsub_v1.PublisherClient()
+    with pubsub_v1.SubscriberClient() as subscriber:
+        for topic in (settings.requests_topic, settings.completions_topic):
+            with contextlib.suppress(AlreadyExists):
+                publisher.create_topic(name=settings.topic_path(topic))
+        subscriptions = {
+            settings.requests_subscription: settings.requests_topic,
+            COMPLETIONS_AUDIT_SUBSCRIPTION: settings.completions_topic,
+        }
+        for subscription, topic in subscriptions.items():
+            with contextlib.suppress(AlreadyExists):
+                subscriber.create_subscription(
+                    name=settings.subscription_path(subscription),
+                    topic=settings.topic_path(topic),
+                    ack_deadline_seconds=REQUEST_ACK_DEADLINE_S,
+                )
+    publisher.stop()
+
+
+def create_bucket(settings: Settings) -> None:
+    client = storage.Client(project=settings.gcp_project, credentials=AnonymousCredentials())
+    with contextlib.suppress(Conflict):
+        client.create_bucket(settings.bucket)
+
+
+def ensure_sample_recording(path: Path, seconds: int, size: str = "1280x720") -> Path:
+    """A synthetic table recording (H.264 30 fps with a 2 s GOP and B-frames, AAC)."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("generating a %d s %s sample recording at %s", seconds, size, path)
+    partial = path.with_suffix(".partial" + path.suffix)
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-nostdin", "-hide_banner", "-loglevel", "error",
+            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30:duration={seconds}",
+            "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+            "-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-bf", "2",
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k",
+            "-movflags", "+faststart", "-y", str(partial),
+        ],
+        check=True,
+    )  # fmt: skip
+    partial.rename(path)
+    return path

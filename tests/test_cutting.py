@@ -1,0 +1,329 @@
+"""Cutting clips out of small generated recordings: exact frames, every input kind, bad input.
+
+Each source frame shows its own number (``tests.media``), so a clip is checked by the
+frames it really holds: the first must be the first source frame at or after START, the
+last the last one before END, with nothing missing, timestamps from 0, audio starting with
+the video, and no decoding error anywhere in the clip.
+"""
+
+import functools
+import math
+import shutil
+from pathlib import Path
+
+import av
+import pytest
+
+from clipping.messages import ClipMode
+from cutting import CutClip, CutError, cut_clip, keyframes_near, probe, write_poster
+from cutting.logs import ffmpeg_errors
+from cutting.verify import verify_clip
+from tests.media import (
+    FPS,
+    DecodedFrame,
+    SourceSpec,
+    decoded_frames,
+    ffmpeg,
+    first_audio_seconds,
+    frame_number,
+    make_source,
+)
+
+FRAME = 1 / FPS
+AAC_FRAME = 1024 / 48000
+
+MP4 = SourceSpec()
+INPUT_KINDS = [
+    pytest.param(MP4, id="mp4-h264-bframes"),
+    pytest.param(SourceSpec(bframes=0), id="mp4-h264-no-bframes"),
+    pytest.param(SourceSpec(gop_seconds=1), id="mp4-h264-gop1"),
+    pytest.param(SourceSpec(gop_seconds=10, seconds=24), id="mp4-h264-gop10"),
+    pytest.param(SourceSpec(container="ts", ts_offset=10), id="ts-h264-offset"),
+    pytest.param(SourceSpec(container="mkv"), id="mkv-h264"),
+    pytest.param(SourceSpec(container="mov"), id="mov-h264"),
+    pytest.param(SourceSpec(codec="hevc"), id="mp4-hevc"),
+    pytest.param(SourceSpec(codec="hevc", container="ts", ts_offset=5), id="ts-hevc-offset"),
+    pytest.param(SourceSpec(codec="hevc", container="mkv", open_gop=True), id="mkv-hevc-open-gop"),
+    pytest.param(SourceSpec(codec="hevc", open_gop=True, gop_seconds=4), id="mp4-hevc-open-gop"),
+    pytest.param(SourceSpec(open_gop=True, gop_seconds=4), id="mp4-h264-open-gop"),
+    pytest.param(SourceSpec(audio_tracks=0), id="mp4-no-audio"),
+    pytest.param(SourceSpec(audio_tracks=2), id="mp4-two-audio-tracks"),
+]
+RANGES = [
+    pytest.param(2.5, 7.45, id="mid-gop-start-and-end"),
+    pytest.param(4.0, 8.0, id="on-keyframes"),
+    pytest.param(0.1, 0.9, id="inside-first-gop"),
+    pytest.param(5.03, 11.5, id="late"),
+]
+
+
+@pytest.fixture(scope="session")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sources")
+
+
+@functools.cache
+def source_frames(path: Path) -> list[DecodedFrame]:
+    """The source's frames with recording times (0 = the container's first timestamp)."""
+    with av.open(str(path)) as container:
+        origin = (container.start_time or 0) / av.time_base
+    return [DecodedFrame(frame.seconds - origin, frame.number) for frame in decoded_frames(path)]
+
+
+def expected_numbers(path: Path, start: float, end: float) -> list[int]:
+    return [frame.number for frame in source_frames(path) if start <= frame.seconds < end]
+
+
+def clean_frames(clip: Path) -> list[DecodedFrame]:
+    """Every frame of ``clip``; fails on any decoding error."""
+    with ffmpeg_errors() as errors:
+        frames = decoded_frames(clip)
+    assert errors == []
+    return frames
+
+
+def assert_exact(clip: CutClip, source: Path, start: float, end: float) -> None:
+    expected = expected_numbers(source, start, end)
+    frames = clean_frames(clip.path)
+    assert [frame.number for frame in frames] == expected
+    assert [frame.seconds for frame in frames] == pytest.approx(
+        [index * FRAME for index in range(len(expected))], abs=1.5e-3
+    )
+    assert clip.first_frame_seconds == pytest.approx(0, abs=1e-3)
+    assert clip.duration_seconds == pytest.approx(len(expected) * FRAME, abs=2e-3)
+    first = next(frame for frame in source_frames(source) if frame.number == expected[0])
+    assert clip.start_seconds == pytest.approx(first.seconds, abs=1e-3)
+    assert_audio_follows_video(clip.path, len(expected) * FRAME)
+
+
+def assert_audio_follows_video(clip: Path, video_seconds: float) -> None:
+    """Every audio track starts with the first frame and ends within one AAC frame of the video."""
+    with av.open(str(clip)) as container:
+        tracks = len(container.streams.audio)
+        durations = [
+            float(stream.duration * stream.time_base) for stream in container.streams.audio
+        ]
+    assert first_audio_seconds(clip) == pytest.approx([0.0] * tracks, abs=1e-3)
+    assert durations == pytest.approx([video_seconds] * tracks, abs=AAC_FRAME)
+
+
+@pytest.mark.parametrize(("start", "end"), RANGES)
+@pytest.mark.parametrize("spec", INPUT_KINDS)
+def test_accurate_clip_holds_exactly_the_requested_frames(
+    sources: Path, tmp_path: Path, spec: SourceSpec, start: float, end: float
+) -> None:
+    source = make_source(sources, spec)
+    clip = cut_clip(source, start, end, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+    assert_exact(clip, source, start, end)
+    assert clip.mode is ClipMode.ACCURATE
+    assert not clip.clamped
+    with av.open(str(clip.path)) as container:
+        assert container.streams.video[0].codec_context.name == spec.codec
+        assert len(container.streams.audio) == spec.audio_tracks
+
+
+def test_accurate_copies_most_of_a_long_clip(sources: Path, tmp_path: Path) -> None:
+    source = make_source(sources, MP4)
+    clip = cut_clip(source, 2.5, 7.45, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+    keyframes = keyframes_near(source, 2.5)
+    head = round((keyframes.after - 2.5) * FPS)
+    assert head <= clip.reencoded_frames <= head + 4  # head plus at most a few B-frames at the end
+
+
+def test_accurate_on_a_keyframe_reencodes_nothing_at_the_start(
+    sources: Path, tmp_path: Path
+) -> None:
+    source = make_source(sources, SourceSpec(bframes=0))
+    clip = cut_clip(source, 4.0, 8.0, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+    assert clip.reencoded_frames == 0
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param(MP4, id="mp4"),
+        pytest.param(SourceSpec(codec="hevc", container="ts", ts_offset=5), id="ts-hevc"),
+    ],
+)
+def test_reencode_clip_holds_exactly_the_requested_frames(
+    sources: Path, tmp_path: Path, spec: SourceSpec
+) -> None:
+    source = make_source(sources, spec)
+    clip = cut_clip(source, 2.5, 7.45, ClipMode.REENCODE, tmp_path / "clip.mp4")
+    assert_exact(clip, source, 2.5, 7.45)
+    assert clip.reencoded_frames == len(expected_numbers(source, 2.5, 7.45))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param(MP4, id="mp4"),
+        pytest.param(SourceSpec(container="ts", ts_offset=10), id="ts"),
+        pytest.param(SourceSpec(container="mkv"), id="mkv"),
+    ],
+)
+def test_copy_clip_starts_at_the_keyframe_before_start_and_covers_the_range(
+    sources: Path, tmp_path: Path, spec: SourceSpec
+) -> None:
+    source = make_source(sources, spec)
+    clip = cut_clip(source, 3.0, 7.45, ClipMode.COPY, tmp_path / "clip.mp4")
+    numbers = [frame.number for frame in clean_frames(clip.path)]
+    keyframe = keyframes_near(source, 3.0).at_or_before
+    assert keyframe is not None
+    assert numbers[0] == expected_numbers(source, keyframe, math.inf)[0]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    assert set(expected_numbers(source, 3.0, 7.45)) <= set(numbers)
+    assert clip.reencoded_frames == 0
+    assert clip.first_frame_seconds == pytest.approx(0, abs=1e-3)
+    assert clip.start_seconds == pytest.approx(keyframe, abs=1e-3)
+
+
+def test_end_past_the_recording_is_clamped_and_reported(sources: Path, tmp_path: Path) -> None:
+    source = make_source(sources, MP4)
+    clip = cut_clip(source, 9.5, 99.0, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+    assert clip.clamped
+    assert clip.end_seconds == pytest.approx(probe(source).duration_seconds, abs=FRAME)
+    assert_exact(clip, source, 9.5, 99.0)
+
+
+def test_progress_runs_from_0_to_100(sources: Path, tmp_path: Path) -> None:
+    source = make_source(sources, MP4)
+    seen: list[float] = []
+    cut_clip(source, 0.5, 11.0, ClipMode.ACCURATE, tmp_path / "clip.mp4", on_progress=seen.append)
+    assert seen[0] == 0.0
+    assert seen[-1] == 100.0
+    assert seen == sorted(seen)
+    assert len(set(seen)) > 10
+
+
+def test_poster_is_a_jpeg_of_the_first_frame(sources: Path, tmp_path: Path) -> None:
+    source = make_source(sources, MP4)
+    clip = cut_clip(source, 2.5, 4.5, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+    poster = write_poster(clip.path, tmp_path / "poster.jpg")
+    with av.open(str(poster)) as container:
+        assert container.streams.video[0].codec_context.name == "mjpeg"
+        image = next(container.decode(video=0))
+    assert frame_number(image) == expected_numbers(source, 2.5, 4.5)[0]
+
+
+def test_probe_finds_streams_and_keyframes(sources: Path) -> None:
+    source = make_source(sources, SourceSpec(container="ts", ts_offset=10, audio_tracks=2))
+    info = probe(source)
+    assert info.video_codec == "h264"
+    assert info.audio_codecs == ("aac", "aac")
+    assert (info.width, info.height, info.frame_rate) == (192, 108, FPS)
+    assert info.duration_seconds == pytest.approx(12.0, abs=0.1)
+    assert info.origin_seconds > 10
+    keyframes = keyframes_near(source, 5.0)
+    assert keyframes.at_or_before == pytest.approx(4.0, abs=0.05)
+    assert keyframes.after == pytest.approx(6.0, abs=0.05)
+
+
+# Bad input: every case fails with a specific reason.
+
+
+def test_missing_source(tmp_path: Path) -> None:
+    with pytest.raises(CutError, match="not found"):
+        cut_clip(tmp_path / "nope.mp4", 0, 1, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+
+
+def test_unreadable_source(sources: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = make_source(sources, MP4)
+
+    def denied(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(source))
+
+    monkeypatch.setattr(av, "open", denied)
+    with pytest.raises(CutError, match="not readable"):
+        cut_clip(source, 0, 1, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+
+
+def test_text_file_is_not_a_video(tmp_path: Path) -> None:
+    source = tmp_path / "notes.mp4"
+    source.write_text("these are not the frames you are looking for\n" * 100)
+    with pytest.raises(CutError, match="not a readable video"):
+        cut_clip(source, 0, 1, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+
+
+def test_audio_only_file_is_not_a_video(tmp_path: Path) -> None:
+    source = tmp_path / "sound.m4a"
+    ffmpeg("-f", "lavfi", "-i", "sine=r=48000", "-t", "2", "-c:a", "aac", str(source))
+    with pytest.raises(CutError, match="no video stream"):
+        cut_clip(source, 0, 1, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+
+
+def test_truncated_recording_is_rejected(sources: Path, tmp_path: Path) -> None:
+    source = tmp_path / "truncated.mp4"
+    data = make_source(sources, MP4).read_bytes()
+    source.write_bytes(data[: len(data) // 2])  # the index (moov) is at the end
+    with pytest.raises(CutError, match="not a readable video"):
+        cut_clip(source, 0, 1, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+
+
+def test_corrupt_frames_fail_the_cut(sources: Path, tmp_path: Path) -> None:
+    source = tmp_path / "corrupt.mp4"
+    shutil.copy(make_source(sources, MP4), source)
+    scramble_video_packet(source, seconds=2.0)  # the keyframe a cut from 2.5 s decodes from
+    with pytest.raises(CutError, match="source is corrupt"):
+        cut_clip(source, 2.5, 5.0, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+    assert not (tmp_path / "clip.mp4").exists()
+
+
+def scramble_video_packet(path: Path, seconds: float) -> None:
+    """Overwrite the middle third of the video packet shown at ``seconds`` with garbage."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packet = min(
+            (packet for packet in container.demux(stream) if packet.pts is not None),
+            key=lambda packet: abs(float(packet.pts * stream.time_base) - seconds),
+        )
+        position, size = packet.pos, packet.size
+    with path.open("r+b") as file:
+        file.seek(position + size // 3)
+        file.write(bytes((index * 37) % 251 for index in range(size // 3)))
+
+
+def test_start_at_or_past_the_end(sources: Path, tmp_path: Path) -> None:
+    source = make_source(sources, MP4)
+    with pytest.raises(CutError, match=r"start 12\.000s is at or past the end"):
+        cut_clip(source, 12.0, 14.0, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+
+
+def test_range_longer_than_the_maximum(sources: Path, tmp_path: Path) -> None:
+    source = make_source(sources, MP4)
+    with pytest.raises(CutError, match="maximum is 1800s"):
+        cut_clip(source, 0, 1801, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+    with pytest.raises(CutError, match="maximum is 5s"):
+        cut_clip(source, 0, 6, ClipMode.ACCURATE, tmp_path / "clip.mp4", max_clip_seconds=5)
+
+
+@pytest.mark.parametrize(("start", "end", "reason"), [(-1, 2, "negative"), (3, 3, "not after")])
+def test_empty_or_negative_range(
+    sources: Path, tmp_path: Path, start: float, end: float, reason: str
+) -> None:
+    with pytest.raises(CutError, match=reason):
+        cut_clip(make_source(sources, MP4), start, end, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+
+
+def test_audio_that_is_not_aac_is_refused(sources: Path, tmp_path: Path) -> None:
+    source = tmp_path / "mp3.mkv"
+    original = make_source(sources, MP4)
+    ffmpeg("-i", str(original), "-c:v", "copy", "-c:a", "libmp3lame", str(source))
+    with pytest.raises(CutError, match="only AAC"):
+        cut_clip(source, 1, 2, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+
+
+# Verification: a broken clip is not shipped.
+
+
+def test_verification_rejects_a_clip_of_the_wrong_length(sources: Path, tmp_path: Path) -> None:
+    clip = cut_clip(make_source(sources, MP4), 1, 3, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+    with pytest.raises(CutError, match=r"lasts 2\.000s, 3\.000s expected"):
+        verify_clip(clip.path, expected_seconds=3.0, tolerance_seconds=0.01, audio_tracks=1)
+
+
+def test_verification_rejects_a_clip_that_does_not_decode(sources: Path, tmp_path: Path) -> None:
+    clip = cut_clip(make_source(sources, MP4), 1, 3, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+    scramble_video_packet(clip.path, seconds=0.0)
+    with pytest.raises(CutError, match="decoding errors"):
+        verify_clip(clip.path, expected_seconds=2.0, tolerance_seconds=0.02, audio_tracks=1)

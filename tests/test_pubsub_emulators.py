@@ -1,0 +1,254 @@
+"""The same Pub/Sub behaviour, checked with the real client against both emulators.
+
+Each test runs once against Google's official emulator (skipped when it is not installed) and
+once against ``emulators.pubsub``, the in-memory fallback, so the fallback is held to the
+behaviour the service relies on.
+"""
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from google.api_core import exceptions
+from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1.subscriber.message import Message
+
+from emulators import OFFICIAL_PUBSUB_EMULATOR, pubsub_command
+
+HOST = "127.0.0.1"
+PROJECT = "projects/clipping-test"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+STARTUP_TIMEOUT_S = 60
+ACK_DEADLINE_S = 10  # the minimum the client leases streamed messages for, too
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the emulator's process group, then SIGKILL it if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module", params=["official", "fallback"])
+def pubsub_emulator(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """``host:port`` of a running emulator of the parametrized kind, started once per module."""
+    kind = request.param
+    if kind == "official" and not OFFICIAL_PUBSUB_EMULATOR.exists():
+        pytest.skip(f"the official Pub/Sub emulator is not installed ({OFFICIAL_PUBSUB_EMULATOR})")
+    port = _free_port()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLIPPING_PUBSUB_EMULATOR", kind)
+        command = pubsub_command(HOST, port)
+    log_path = tmp_path_factory.mktemp(f"pubsub-{kind}") / "emulator.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        give_up = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _accepts_connections(port):
+            if process.poll() is not None or time.monotonic() > give_up:
+                pytest.fail(
+                    f"{kind} Pub/Sub emulator did not listen on {HOST}:{port} "
+                    f"(exit code {process.poll()}); its log:\n{log_path.read_text()}"
+                )
+            time.sleep(0.1)
+        yield f"{HOST}:{port}"
+    finally:
+        _stop(process)
+
+
+@dataclass
+class Clients:
+    publisher: pubsub_v1.PublisherClient
+    subscriber: pubsub_v1.SubscriberClient
+
+    def topic(self, **fields: object) -> str:
+        name = f"{PROJECT}/topics/t-{uuid.uuid4().hex[:12]}"
+        self.publisher.create_topic(request={"name": name, **fields})
+        return name
+
+    def subscription(self, topic: str, **fields: object) -> str:
+        name = f"{PROJECT}/subscriptions/s-{uuid.uuid4().hex[:12]}"
+        self.subscriber.create_subscription(request={"name": name, "topic": topic, **fields})
+        return name
+
+    def publish(self, topic: str, data: bytes, **attributes: str) -> str:
+        return self.publisher.publish(topic, data, **attributes).result(timeout=10)
+
+    @contextmanager
+    def streaming(self, subscription: str, **kwargs: object) -> Iterator["queue.Queue[Message]"]:
+        """Stream the subscription (StreamingPull); yield the queue its messages arrive on."""
+        received: queue.Queue[Message] = queue.Queue()
+        future = self.subscriber.subscribe(subscription, received.put, **kwargs)
+        try:
+            yield received
+        finally:
+            future.cancel()
+            future.result(timeout=10)
+
+
+@pytest.fixture
+def clients(pubsub_emulator: str) -> Iterator[Clients]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator)
+        publisher = pubsub_v1.PublisherClient()
+        subscriber = pubsub_v1.SubscriberClient()
+    try:
+        yield Clients(publisher, subscriber)
+    finally:
+        subscriber.close()
+        publisher.stop()
+        publisher.transport.close()
+
+
+def test_admin_calls_and_their_errors(clients: Clients) -> None:
+    topic = clients.topic()
+    subscription = clients.subscription(topic)
+
+    assert clients.publisher.get_topic(topic=topic).name == topic
+    created = clients.subscriber.get_subscription(subscription=subscription)
+    assert (created.topic, created.ack_deadline_seconds) == (topic, 10)
+    assert list(clients.publisher.list_topic_subscriptions(topic=topic)) == [subscription]
+    with pytest.raises(exceptions.AlreadyExists):
+        clients.publisher.create_topic(name=topic)
+    with pytest.raises(exceptions.AlreadyExists):
+        clients.subscriber.create_subscription(name=subscription, topic=topic)
+    with pytest.raises(exceptions.NotFound):
+        clients.publisher.get_topic(topic=f"{topic}-missing")
+    with pytest.raises(exceptions.NotFound):
+        clients.subscriber.get_subscription(subscription=f"{subscription}-missing")
+    with pytest.raises(exceptions.NotFound):
+        clients.subscriber.create_subscription(name=f"{subscription}-2", topic=f"{topic}-missing")
+    with pytest.raises(exceptions.InvalidArgument):
+        clients.publisher.create_topic(name=f"{PROJECT}/topics/no spaces")
+
+
+def test_streamed_messages_are_received_and_stay_acked(clients: Clients) -> None:
+    topic = clients.topic()
+    subscription = clients.subscription(topic)
+    published = {clients.publish(topic, f"clip {i}".encode(), index=str(i)) for i in range(5)}
+
+    with clients.streaming(subscription) as received:
+        messages = [received.get(timeout=10) for _ in published]
+        for message in messages:
+            message.ack()
+        assert {m.message_id for m in messages} == published
+        assert sorted((m.data, m.attributes["index"]) for m in messages) == [
+            (f"clip {i}".encode(), str(i)) for i in range(5)
+        ]
+        with pytest.raises(queue.Empty):
+            redelivered = received.get(timeout=ACK_DEADLINE_S + 1)
+            pytest.fail(f"acked message {redelivered.message_id} was redelivered")
+
+
+def test_nacked_message_is_redelivered_with_a_new_ack_id(clients: Clients) -> None:
+    topic = clients.topic()
+    subscription = clients.subscription(topic)
+    message_id = clients.publish(topic, b"nack me")
+
+    with clients.streaming(subscription) as received:
+        first = received.get(timeout=10)
+        first.nack()
+        second = received.get(timeout=10)
+        second.ack()
+
+    assert first.message_id == second.message_id == message_id
+    assert first.ack_id != second.ack_id
+
+
+def test_message_whose_ack_deadline_expires_is_redelivered(clients: Clients) -> None:
+    topic = clients.topic()
+    subscription = clients.subscription(topic, ack_deadline_seconds=ACK_DEADLINE_S)
+    message_id = clients.publish(topic, b"forget me")
+
+    def pull() -> list[pubsub_v1.types.ReceivedMessage]:
+        response = clients.subscriber.pull(subscription=subscription, max_messages=5, timeout=5)
+        return list(response.received_messages)
+
+    first = pull()  # waits for the message, and leaves it unacked
+    give_up = time.monotonic() + ACK_DEADLINE_S + 10
+    while not (again := pull()) and time.monotonic() < give_up:
+        pass
+
+    assert [m.message.message_id for m in first] == [m.message.message_id for m in again]
+    assert [m.message.message_id for m in again] == [message_id]
+    assert again[0].ack_id != first[0].ack_id
+    clients.subscriber.acknowledge(subscription=subscription, ack_ids=[again[0].ack_id])
+
+
+def test_flow_control_caps_outstanding_messages(clients: Clients) -> None:
+    topic = clients.topic()
+    subscription = clients.subscription(topic)
+    for i in range(5):
+        clients.publish(topic, f"clip {i}".encode())
+
+    flow_control = pubsub_v1.types.FlowControl(max_messages=2)
+    with clients.streaming(subscription, flow_control=flow_control) as received:
+        outstanding = [received.get(timeout=10), received.get(timeout=10)]
+        with pytest.raises(queue.Empty):
+            received.get(timeout=1.5)
+        outstanding.pop().ack()
+        outstanding.append(received.get(timeout=10))
+        with pytest.raises(queue.Empty):
+            received.get(timeout=1.5)
+        for message in outstanding:
+            message.ack()
+
+
+def test_dead_letter_policy_forwards_after_max_delivery_attempts(clients: Clients) -> None:
+    # The official emulator implements dead-letter policies, so this runs against both.
+    dead_letter_topic = clients.topic()
+    dead_letters = clients.subscription(dead_letter_topic)
+    topic = clients.topic()
+    policy = {"dead_letter_topic": dead_letter_topic, "max_delivery_attempts": 5}
+    subscription = clients.subscription(topic, dead_letter_policy=policy)
+    clients.publish(topic, b"poison", kind="poison")
+
+    attempts = []
+    with clients.streaming(subscription) as received:
+        for _ in range(5):
+            message = received.get(timeout=10)
+            attempts.append(message.delivery_attempt)
+            message.nack()
+        with clients.streaming(dead_letters) as dead:
+            forwarded = dead.get(timeout=10)
+            forwarded.ack()
+        with pytest.raises(queue.Empty):
+            received.get(timeout=1)
+
+    assert attempts == [1, 2, 3, 4, 5]
+    assert forwarded.data == b"poison"
+    assert forwarded.attributes["kind"] == "poison"
