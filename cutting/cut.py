@@ -1,9 +1,9 @@
 """Cut a time range of a recording into an MP4 clip, check it, and describe what was cut.
 
-Modes: ``accurate`` (smart cut: exact first and last frame, mostly stream copy),
-``copy`` (stream copy from the keyframe at or before the start: fastest, starts early) and
-``reencode`` (everything re-encoded, for sources that cannot be spliced). Video is cut with
-PyAV in-process; see ``cutting.smart``.
+Modes: ``accurate`` (smart cut: exact first and last frame, mostly stream copy, see
+``cutting.smart``), ``copy`` (ffmpeg stream copy from the keyframe at or before the start:
+fastest, starts early, see ``cutting.copy``) and ``reencode`` (everything re-encoded, for
+sources that cannot be spliced).
 """
 
 from collections.abc import Callable
@@ -12,23 +12,23 @@ from fractions import Fraction
 from pathlib import Path
 
 import av.container
+import av.stream
 
 from clipping.messages import ClipMode
 from clipping.settings import get_settings
 from cutting.audio import check_audio
 from cutting.errors import CutError
 from cutting.mux import write_mp4
-from cutting.probe import MediaInfo, describe, open_media, to_ticks
-from cutting.smart import VideoCut, VideoMode, cut_video
+from cutting.copy import stream_copy
+from cutting.probe import MediaInfo, describe, keyframes_around, open_media, to_ticks
+from cutting.smart import VideoMode, cut_video
 from cutting.verify import verify_clip
 
-_VIDEO_MODES = {
-    ClipMode.ACCURATE: VideoMode.SMART,
-    ClipMode.COPY: VideoMode.COPY,
-    ClipMode.REENCODE: VideoMode.FULL,
-}
+_VIDEO_MODES = {ClipMode.ACCURATE: VideoMode.SMART, ClipMode.REENCODE: VideoMode.FULL}
 # Progress while cutting runs to this; verification takes it to 100.
 _CUT_SHARE = 95.0
+# ``copy`` keeps the reference pictures after the end that B-frames before it need.
+_COPY_LATE_FRAMES = 8
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,9 @@ class CutClip:
     """The clip that was written and verified.
 
     ``start_seconds``/``end_seconds`` are recording times of its first frame and of its end
-    (``copy`` starts at a keyframe at or before the requested start). ``clamped`` tells that
-    the requested end was past the recording's end. ``first_frame_seconds`` is the clip's
-    first frame timestamp (0 for a clip that plays from its first frame).
+    (``copy`` starts at a keyframe at or before the requested start and may end a few
+    frames late). ``clamped`` tells that the requested end was past the recording's end.
+    ``first_frame_seconds`` is the clip's first frame timestamp (0: plays from its start).
     """
 
     path: Path
@@ -49,6 +49,17 @@ class CutClip:
     mode: ClipMode
     clamped: bool
     first_frame_seconds: float
+    reencoded_frames: int
+
+
+@dataclass(frozen=True)
+class _Written:
+    """A clip as written, before verification: what to expect of it."""
+
+    start_seconds: float
+    shortest_seconds: float
+    longest_seconds: float
+    checkpoints: list[float]
     reencoded_frames: int
 
 
@@ -75,15 +86,39 @@ def cut_clip(
         info = describe(container)
         if start >= info.duration_seconds:
             raise CutError(
-                f"start {start:.3f}s is at or past the end of the recording ({info.duration_seconds:.3f}s)"
+                f"start {start:.3f}s is at or past the end of the recording "
+                f"({info.duration_seconds:.3f}s)"
             )
         clamped = end > info.duration_seconds
         end = min(end, info.duration_seconds)
         audio_tracks = len(container.streams.audio)
-        video = _cut(container, info, source, start, end, mode, output, report)
-    clip = _verified(output, video, info, mode, clamped, audio_tracks)
+        if mode is ClipMode.COPY:
+            written = _copy(container, info, source, start, end, output)
+        else:
+            written = _exact(container, info, source, start, end, mode, output, report)
+    try:
+        verification = verify_clip(
+            output,
+            shortest_seconds=written.shortest_seconds,
+            longest_seconds=written.longest_seconds,
+            audio_tracks=audio_tracks,
+            checkpoints=written.checkpoints,
+        )
+    except CutError:
+        output.unlink(missing_ok=True)
+        raise
     report(100.0)
-    return clip
+    return CutClip(
+        path=output,
+        size_bytes=output.stat().st_size,
+        duration_seconds=verification.duration_seconds,
+        start_seconds=written.start_seconds,
+        end_seconds=written.start_seconds + verification.duration_seconds,
+        mode=mode,
+        clamped=clamped,
+        first_frame_seconds=verification.first_frame_seconds,
+        reencoded_frames=written.reencoded_frames,
+    )
 
 
 def _check_range(start: float, end: float, longest: float) -> None:
@@ -95,7 +130,30 @@ def _check_range(start: float, end: float, longest: float) -> None:
         raise CutError(f"the range is {end - start:.0f}s long; the maximum is {longest:g}s")
 
 
-def _cut(
+def _copy(
+    container: av.container.InputContainer,
+    info: MediaInfo,
+    source: Path,
+    start: float,
+    end: float,
+    output: Path,
+) -> _Written:
+    keyframes = keyframes_around(container, start)
+    keyframe = keyframes.at_or_before if keyframes.at_or_before is not None else keyframes.after
+    if keyframe is None or keyframe >= end:
+        raise CutError(f"the recording has no keyframe to copy from between {start:.3f}s and {end:.3f}s")
+    stream_copy(source, keyframe, end, output)
+    frame = _frame_seconds(container.streams.video[0])
+    return _Written(
+        start_seconds=keyframe,
+        shortest_seconds=end - keyframe - frame,
+        longest_seconds=end - keyframe + _COPY_LATE_FRAMES * frame,
+        checkpoints=[],
+        reencoded_frames=0,
+    )
+
+
+def _exact(
     container: av.container.InputContainer,
     info: MediaInfo,
     source: Path,
@@ -104,7 +162,7 @@ def _cut(
     mode: ClipMode,
     output: Path,
     report: Callable[[float], None],
-) -> VideoCut:
+) -> _Written:
     for stream in container.streams.audio:
         check_audio(stream)
     stream = container.streams.video[0]
@@ -117,36 +175,19 @@ def _cut(
         on_progress=lambda percent: report(percent * _CUT_SHARE / 100),
     )
     write_mp4(output, source, video, list(range(len(container.streams.audio))), end)
-    return video
-
-
-def _verified(
-    output: Path, video: VideoCut, info: MediaInfo, mode: ClipMode, clamped: bool, audio_tracks: int
-) -> CutClip:
     assert video.first_pts is not None and video.end_pts is not None
-    time_base: Fraction = video.stream.time_base
+    time_base: Fraction = stream.time_base
     first = float(video.first_pts * time_base)
     expected = float((video.end_pts - video.first_pts) * time_base)
-    frame = 1 / float(video.stream.average_rate or video.stream.guessed_rate)
-    try:
-        verification = verify_clip(
-            output,
-            expected_seconds=expected,
-            tolerance_seconds=frame / 2,
-            audio_tracks=audio_tracks,
-            checkpoints=[float(pts * time_base) - first for pts in video.joins],
-        )
-    except CutError:
-        output.unlink(missing_ok=True)
-        raise
-    return CutClip(
-        path=output,
-        size_bytes=output.stat().st_size,
-        duration_seconds=verification.duration_seconds,
+    half_frame = _frame_seconds(stream) / 2
+    return _Written(
         start_seconds=first - info.origin_seconds,
-        end_seconds=float(video.end_pts * time_base) - info.origin_seconds,
-        mode=mode,
-        clamped=clamped,
-        first_frame_seconds=verification.first_frame_seconds,
+        shortest_seconds=expected - half_frame,
+        longest_seconds=expected + half_frame,
+        checkpoints=[float(pts * time_base) - first for pts in video.joins],
         reencoded_frames=video.head_frames + video.tail_frames,
     )
+
+
+def _frame_seconds(stream: av.stream.Stream) -> float:
+    return 1 / float(stream.average_rate or stream.guessed_rate)

@@ -89,18 +89,23 @@ def keyframes_near(path: Path, seconds: float) -> KeyframesNear:
     """The video keyframes around ``seconds``, found by seeking and demuxing a single GOP."""
     with open_media(path) as container:
         describe(container)
-        video = container.streams.video[0]
-        origin = origin_seconds(container)
-        target = to_ticks(seconds + origin, video.time_base)
-        keyframes = (p for p in packets_from_keyframe(container, video, target) if p.is_keyframe)
-        first = next(keyframes, None)
-        if first is not None and first.pts > target:
-            keyframes, first = itertools.chain([first], keyframes), None
-        after = next(keyframes, None)
-        return KeyframesNear(
-            at_or_before=_seconds_or_none(first, video.time_base, origin),
-            after=_seconds_or_none(after, video.time_base, origin),
-        )
+        return keyframes_around(container, seconds)
+
+
+def keyframes_around(container: av.container.InputContainer, seconds: float) -> KeyframesNear:
+    """``keyframes_near`` on an open container."""
+    video = container.streams.video[0]
+    origin = origin_seconds(container)
+    target = to_ticks(seconds + origin, video.time_base)
+    keyframes = (p for p in packets_from_keyframe(container, video, target) if p.is_keyframe)
+    first = next(keyframes, None)
+    if first is not None and first.pts > target:
+        keyframes, first = itertools.chain([first], keyframes), None
+    after = next(keyframes, None)
+    return KeyframesNear(
+        at_or_before=_seconds_or_none(first, video.time_base, origin),
+        after=_seconds_or_none(after, video.time_base, origin),
+    )
 
 
 def _seconds_or_none(packet: av.Packet | None, time_base: Fraction, origin: float) -> float | None:

@@ -1,11 +1,10 @@
-"""The video side of a clip: re-encode only where the source cannot be copied.
+"""The video of a frame-exact clip: re-encode only where the source cannot be copied.
 
-Smart cut (``SMART``): decode from the last keyframe at or before START and re-encode
-the pictures from START up to the first spliceable keyframe K1 (the *head*), copy the
-source's packets from K1, and re-encode the few pictures before END that can only be
-decoded with a reference picture at or after END (the *tail*, B-frames). ``FULL``
-re-encodes everything; ``COPY`` copies from the last keyframe at or before START up to the
-last packet needed for the pictures before END (so it may end a few frames late).
+Smart cut: decode from the last keyframe at or before START and re-encode the pictures
+from START up to the first spliceable keyframe K1 (the *head*), copy the source's packets
+from K1, and re-encode the few pictures before END that can only be decoded with a
+reference picture at or after END (the *tail*, B-frames). Full re-encode is the same
+pipeline without a splice point.
 
 Timestamps are the source stream's ticks until the muxer shifts them. Decode timestamps
 are rebuilt for every copied packet (Matroska has none): the n-th packet gets the pts of
@@ -48,8 +47,16 @@ ProgressCallback = Callable[[float], None]
 
 class VideoMode(Enum):
     SMART = "smart"
-    COPY = "copy"
     FULL = "full"
+
+
+# A spliced HEVC stream changes parameter sets in band, which only 'hev1' allows.
+_CODEC_TAGS = {
+    (Codec.H264, VideoMode.SMART): "avc1",
+    (Codec.H264, VideoMode.FULL): "avc1",
+    (Codec.HEVC, VideoMode.SMART): "hev1",
+    (Codec.HEVC, VideoMode.FULL): "hvc1",
+}
 
 
 @dataclass
@@ -156,10 +163,12 @@ def with_decode_times(
 class _Encoder:
     """Re-encodes decoded pictures into one part of the clip (an IDR first)."""
 
-    def __init__(self, settings: EncoderSettings, rewrite_dts: Callable[[int], int] | None) -> None:
+    def __init__(
+        self, settings: EncoderSettings, codec: Codec, rewrite_dts: Callable[[int], int] | None
+    ) -> None:
         self._context = settings.open()
         self._rewrite_dts = rewrite_dts
-        self.extradata = self._context.extradata or b""
+        self.parameter_sets = parameter_sets(codec, split_annexb(self._context.extradata or b""))
 
     def add(self, frame: av.VideoFrame | None) -> list[OutputPacket]:
         return [self._output(packet) for packet in encode(self._context, frame)]
@@ -236,11 +245,8 @@ class _Cutter:
             self._settings = splice_settings(codec, self._source.stream, self._free_h264_id())
         else:
             self._settings = full_settings(codec, self._source.stream)
-        if self._mode is VideoMode.COPY:
-            self._encoder_parameter_sets = []
-        else:
-            extradata = self._settings.open().extradata
-            self._encoder_parameter_sets = parameter_sets(codec, split_annexb(extradata))
+        self._head_encoder = self._new_encoder()
+        self._encoder_parameter_sets = self._head_encoder.parameter_sets
         if self._mode is VideoMode.FULL:
             extradata = join_annexb(self._encoder_parameter_sets)
         elif codec is Codec.H264:
@@ -251,10 +257,9 @@ class _Cutter:
             codec=codec,
             stream=self._source.stream,
             extradata=extradata,
-            codec_tag="hev1" if codec is Codec.HEVC else "avc1",
-            packets=iter(()),
+            codec_tag=_CODEC_TAGS[codec, self._mode],
+            packets=self._packets(units),
         )
-        self._cut.packets = self._packets(units)
         return self._cut
 
     def _free_h264_id(self) -> int:
@@ -266,12 +271,7 @@ class _Cutter:
     # Parts of the clip, in decode order.
 
     def _packets(self, units: Iterator[Unit]) -> Iterator[OutputPacket]:
-        if self._mode is VideoMode.COPY:
-            self._splice_unit = next(units)
-            self._rest = itertools.chain([self._splice_unit], units)
-            self._cut.first_pts = self._splice_unit.pts
-        else:
-            yield from self._with_parameter_sets(self._head(units))
+        yield from self._with_parameter_sets(self._head(units))
         if self._splice_unit is not None:
             if self._cut.head_frames:
                 self._cut.joins.append(self._splice_unit.pts)
@@ -280,7 +280,7 @@ class _Cutter:
 
     def _head(self, units: Iterator[Unit]) -> Iterator[OutputPacket]:
         """Re-encode START up to the splice keyframe K1 (or END); remember K1 and what follows."""
-        encoder: _Encoder | None = None
+        encoder = self._head_encoder
         after_splice: list[Unit] = []
         for unit in units:
             if self._splice_unit is None and self._is_splice_unit(unit):
@@ -290,12 +290,10 @@ class _Cutter:
             if unit.dts >= self._head_limit():
                 break
             for frame in self._in_head(self._decoder.decode(unit)):
-                encoder = encoder or self._new_encoder()
                 yield from self._take_frame(encoder, frame)
         for frame in self._in_head(self._decoder.decode(None)):
-            encoder = encoder or self._new_encoder()
             yield from self._take_frame(encoder, frame)
-        if encoder is not None:
+        if self._cut.head_frames:
             yield from encoder.add(None)
         self._rest = itertools.chain(after_splice, units)
         if self._splice_unit is not None and self._cut.first_pts is None:
@@ -328,14 +326,8 @@ class _Cutter:
         return encoder.add(frame)
 
     def _new_encoder(self) -> _Encoder:
-        encoder = _Encoder(
-            self._settings, self._spliced_dts if self._mode is VideoMode.SMART else None
-        )
-        if parameter_sets(self._source.codec, split_annexb(encoder.extradata)) != (
-            self._encoder_parameter_sets
-        ):
-            raise CutError("the re-encoder produced different parameter sets for the same settings")
-        return encoder
+        rewrite = self._spliced_dts if self._mode is VideoMode.SMART else None
+        return _Encoder(self._settings, self._source.codec, rewrite)
 
     def _spliced_dts(self, pts: int) -> int:
         dts = pts - self._source.ticks(self._depth)
@@ -351,7 +343,7 @@ class _Cutter:
         # Leading pictures of K1 are dropped (their frames are in the head): new dts.
         trailing = (unit for unit in units if unit.pts >= splice_unit.pts)
         for unit in with_decode_times(trailing, self._depth, self._source.ticks):
-            if unit.dts >= self._end and not self._fills_a_gap(unit, gop):
+            if unit.dts >= self._end:
                 break
             if unit.keyframe and unit.pts < self._end and gop:
                 yield from self._copy(gop, after_reencoded=first_part and self._has_head())
@@ -360,10 +352,6 @@ class _Cutter:
             gop.append(unit)
             self._progress(unit.pts)
         yield from self._last_gop(gop, after_reencoded=first_part and self._has_head())
-
-    def _fills_a_gap(self, unit: Unit, gop: list[Unit]) -> bool:
-        """``copy`` keeps the late reference pictures, so also the pictures shown before them."""
-        return self._mode is VideoMode.COPY and unit.pts < max(kept.pts for kept in gop)
 
     def _has_head(self) -> bool:
         return self._cut.head_frames > 0
@@ -379,10 +367,7 @@ class _Cutter:
 
     def _last_gop(self, gop: list[Unit], *, after_reencoded: bool) -> Iterator[OutputPacket]:
         """Copy what ends before END; re-encode pictures before END that need a later one."""
-        if self._mode is VideoMode.COPY:
-            copied, tail_pts = gop, []
-        else:
-            copied, tail_pts = _split_tail(gop, self._end)
+        copied, tail_pts = _split_tail(gop, self._end)
         yield from self._copy(copied, after_reencoded=after_reencoded)
         if not tail_pts:
             last_pts = max((unit.pts for unit in copied), default=self._last_pts)
@@ -399,6 +384,8 @@ class _Cutter:
     def _reencoded_tail(self, gop: list[Unit], wanted: set[int]) -> list[OutputPacket]:
         self._decoder.restart()
         encoder = self._new_encoder()
+        if encoder.parameter_sets != self._encoder_parameter_sets:
+            raise CutError("the re-encoder produced different parameter sets for the same settings")
         tail: list[OutputPacket] = []
         decodable = [unit for unit in gop if unit.pts >= gop[0].pts]
         for frame in self._decoder.frames(decodable):

@@ -36,12 +36,16 @@ def ensure_work_pool(name: str) -> None:
 def deploy_all(project_dir: Path = PROJECT_DIR) -> None:
     """Run ``prefect deploy --all`` on prefect.yaml: Prefect's own reader of that file."""
     env = {**os.environ, "CLIPPING_PROJECT_DIR": str(project_dir)}
-    subprocess.run(
+    deploy = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
         cwd=project_dir,
         env=env,
-        check=True,
+        capture_output=True,
+        text=True,
     )
+    if deploy.returncode != 0:
+        raise RuntimeError(f"prefect deploy failed:\n{deploy.stdout}{deploy.stderr}")
+    logger.info("deployed %s", project_dir / "prefect.yaml")
 
 
 def apply(settings: Settings) -> None:

@@ -117,7 +117,7 @@ def announce_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
     flow_run_logger(flow_run, flow).info("announced failure as message %s", message_id)
 
 
-@flow(name="clip-hand", on_failure=[announce_failure], log_prints=True)
+@flow(name="clip-hand", on_failure=[announce_failure])
 def clip_hand(request: ClipRequest) -> ClipCompletion | State:
     """Cut one poker hand out of a NAS recording, publish it, and announce it."""
     settings = get_settings()

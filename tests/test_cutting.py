@@ -170,9 +170,8 @@ def test_copy_clip_starts_at_the_keyframe_before_start_and_covers_the_range(
     numbers = [frame.number for frame in clean_frames(clip.path)]
     keyframe = keyframes_near(source, 3.0).at_or_before
     assert keyframe is not None
-    assert numbers[0] == expected_numbers(source, keyframe, math.inf)[0]
-    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
-    assert set(expected_numbers(source, 3.0, 7.45)) <= set(numbers)
+    wanted = expected_numbers(source, keyframe, 7.45)  # a complete GOP before the start
+    assert numbers[: len(wanted)] == wanted
     assert clip.reencoded_frames == 0
     assert clip.first_frame_seconds == pytest.approx(0, abs=1e-3)
     assert clip.start_seconds == pytest.approx(keyframe, abs=1e-3)
@@ -318,12 +317,12 @@ def test_audio_that_is_not_aac_is_refused(sources: Path, tmp_path: Path) -> None
 
 def test_verification_rejects_a_clip_of_the_wrong_length(sources: Path, tmp_path: Path) -> None:
     clip = cut_clip(make_source(sources, MP4), 1, 3, ClipMode.ACCURATE, tmp_path / "clip.mp4")
-    with pytest.raises(CutError, match=r"lasts 2\.000s, 3\.000s expected"):
-        verify_clip(clip.path, expected_seconds=3.0, tolerance_seconds=0.01, audio_tracks=1)
+    with pytest.raises(CutError, match=r"lasts 2\.000s, 2\.900s to 3\.100s expected"):
+        verify_clip(clip.path, shortest_seconds=2.9, longest_seconds=3.1, audio_tracks=1)
 
 
 def test_verification_rejects_a_clip_that_does_not_decode(sources: Path, tmp_path: Path) -> None:
     clip = cut_clip(make_source(sources, MP4), 1, 3, ClipMode.ACCURATE, tmp_path / "clip.mp4")
     scramble_video_packet(clip.path, seconds=0.0)
     with pytest.raises(CutError, match="decoding errors"):
-        verify_clip(clip.path, expected_seconds=2.0, tolerance_seconds=0.02, audio_tracks=1)
+        verify_clip(clip.path, shortest_seconds=1.9, longest_seconds=2.1, audio_tracks=1)
