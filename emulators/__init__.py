@@ -28,7 +28,7 @@ def pubsub_command(host: str, port: int, *, prefer_official: bool = True) -> lis
     if choice == "official" and not OFFICIAL_PUBSUB_EMULATOR.exists():
         raise FileNotFoundError(
             f"CLIPPING_PUBSUB_EMULATOR=official, but the official Pub/Sub emulator is not "
-            f"installed at {OFFICIAL_PUBSUB_EMULATOR} (Debian package "
+            f"installed at {OFFICIAL_PUBSUB_EMULATOR} (apt package "
             f"google-cloud-cli-pubsub-emulator); set it to auto or fallback to use emulators.pubsub"
         )
     if choice == "official" or (

@@ -12,11 +12,13 @@ Implemented:
   StreamingPull, Acknowledge, ModifyAckDeadline.
 * At-least-once delivery: messages are fanned out to every subscription of the topic that exists
   at publish time; each delivery gets a new ack id; a nack (ack deadline 0), an expired ack
-  deadline or a closed stream makes a message redeliverable; StreamingPull honours
-  ``max_outstanding_messages`` and ``max_outstanding_bytes``; dead-letter policies set
-  ``delivery_attempt`` and forward a message to the dead-letter topic after
-  ``max_delivery_attempts`` deliveries, with the ``CloudPubSubDeadLetterSource*`` attributes the
-  official emulator adds.
+  deadline (checked every ``_TICK`` seconds) or a closed stream makes a message redeliverable
+  (the official emulator waits for the deadline of a closed stream's messages); acks and
+  deadline changes are taken both as unary calls and inside the stream; StreamingPull honours
+  ``max_outstanding_messages`` and ``max_outstanding_bytes`` (the official emulator leaves that
+  to the client); dead-letter policies set ``delivery_attempt`` and forward a message to the
+  dead-letter topic after ``max_delivery_attempts`` deliveries, with the
+  ``CloudPubSubDeadLetterSource*`` attributes the official emulator adds.
 * The official emulator's status codes: ALREADY_EXISTS, NOT_FOUND, INVALID_ARGUMENT (and
   OUT_OF_RANGE for ``max_delivery_attempts`` outside 5..100).
 
@@ -50,7 +52,7 @@ MAX_BACKLOG = 100_000
 """Undelivered messages kept per subscription; the oldest are dropped beyond this."""
 
 _MAX_BATCH = 1_000  # messages in one Pull or StreamingPull response
-_MAX_PULL_WAIT = 60.0  # seconds a Pull without a deadline waits for messages
+_MAX_PULL_WAIT = 60.0  # longest a Pull waits for messages, in seconds
 _TICK = 0.5  # seconds between checks for expired ack deadlines
 _WORKERS = 100  # concurrent RPCs, each open StreamingPull holds one
 _MAX_REQUEST_BYTES = 20 * 1024 * 1024  # Pub/Sub accepts 10 MB publish requests
@@ -58,9 +60,9 @@ _DEFAULT_ACK_DEADLINE = 10
 _DEFAULT_MAX_DELIVERY_ATTEMPTS = 5
 _DELETED_TOPIC = "_deleted-topic_"
 _ID = r"(?!goog)[A-Za-z][\w\-.~+%]{2,254}"
-_PROJECT = re.compile(r"projects/([^/]+)")
+_PROJECT = re.compile(r"projects/[^/]+")
 _TOPIC = re.compile(rf"projects/[^/]+/topics/{_ID}", re.ASCII)
-_SUBSCRIPTION = re.compile(rf"projects/([^/]+)/subscriptions/({_ID})", re.ASCII)
+_SUBSCRIPTION = re.compile(rf"projects/[^/]+/subscriptions/{_ID}", re.ASCII)
 
 
 class _Error(Exception):
@@ -406,7 +408,7 @@ class PubSubEmulator:
             and delivery.attempts >= policy.max_delivery_attempts
         ):
             message = delivery.message
-            project, sub_id = _SUBSCRIPTION.fullmatch(sub.proto.name).groups()  # type: ignore[union-attr]
+            project, sub_id = sub.proto.name.split("/")[1::2]
             attributes = {
                 **message.attributes,
                 "CloudPubSubDeadLetterSourceDeliveryCount": str(delivery.attempts),
@@ -421,6 +423,12 @@ class PubSubEmulator:
             sub.backlog.appendleft(delivery)
         self._cond.notify_all()
 
+    def _nack(self, sub: _Subscription, ack_ids: list[str]) -> None:
+        """End these leases and make their messages redeliverable."""
+        for ack_id in ack_ids:
+            if delivery := self._release(sub, ack_id):
+                self._requeue(sub, delivery)
+
     def _expire_forever(self) -> None:
         """Every ``_TICK`` seconds, make the messages whose ack deadline passed redeliverable."""
         while True:
@@ -428,8 +436,7 @@ class PubSubEmulator:
             with self._cond:
                 now = time.monotonic()
                 for sub in self._subscriptions.values():
-                    for ack_id in [a for a, lease in sub.leases.items() if lease.deadline <= now]:
-                        self._requeue(sub, self._release(sub, ack_id))  # type: ignore[arg-type]
+                    self._nack(sub, [a for a, lease in sub.leases.items() if lease.deadline <= now])
 
     def _ack(self, sub: _Subscription, ack_ids: list[str]) -> None:
         for ack_id in ack_ids:
@@ -449,8 +456,7 @@ class PubSubEmulator:
                 raise _Error(grpc.StatusCode.INVALID_ARGUMENT, "Ack deadline cannot be negative")
         for ack_id, deadline in zip(ack_ids, seconds, strict=True):
             if deadline == 0:
-                if delivery := self._release(sub, ack_id):
-                    self._requeue(sub, delivery)
+                self._nack(sub, [ack_id])
             elif lease := sub.leases.get(ack_id):
                 lease.deadline = time.monotonic() + deadline
 
@@ -494,8 +500,7 @@ class PubSubEmulator:
         with self._cond:
             stream.open = False
             sub = stream.subscription
-            for ack_id in [a for a, lease in sub.leases.items() if lease.stream is stream]:
-                self._requeue(sub, self._release(sub, ack_id))  # type: ignore[arg-type]
+            self._nack(sub, [a for a, lease in sub.leases.items() if lease.stream is stream])
             self._cond.notify_all()
 
 

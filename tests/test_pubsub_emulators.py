@@ -10,10 +10,11 @@ import queue
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 from google.api_core import exceptions
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
+from google.pubsub_v1 import types
 
 from emulators import OFFICIAL_PUBSUB_EMULATOR, pubsub_command
 
@@ -92,6 +94,8 @@ def pubsub_emulator(
 
 @dataclass
 class Clients:
+    """The real clients, with shortcuts that create uniquely named topics and subscriptions."""
+
     publisher: pubsub_v1.PublisherClient
     subscriber: pubsub_v1.SubscriberClient
 
@@ -194,7 +198,7 @@ def test_message_whose_ack_deadline_expires_is_redelivered(clients: Clients) -> 
     subscription = clients.subscription(topic, ack_deadline_seconds=ACK_DEADLINE_S)
     message_id = clients.publish(topic, b"forget me")
 
-    def pull() -> list[pubsub_v1.types.ReceivedMessage]:
+    def pull() -> list[types.ReceivedMessage]:
         response = clients.subscriber.pull(subscription=subscription, max_messages=5, timeout=5)
         return list(response.received_messages)
 
@@ -219,11 +223,11 @@ def test_flow_control_caps_outstanding_messages(clients: Clients) -> None:
     with clients.streaming(subscription, flow_control=flow_control) as received:
         outstanding = [received.get(timeout=10), received.get(timeout=10)]
         with pytest.raises(queue.Empty):
-            received.get(timeout=1.5)
+            received.get(timeout=1)
         outstanding.pop().ack()
         outstanding.append(received.get(timeout=10))
         with pytest.raises(queue.Empty):
-            received.get(timeout=1.5)
+            received.get(timeout=1)
         for message in outstanding:
             message.ack()
 
@@ -252,3 +256,48 @@ def test_dead_letter_policy_forwards_after_max_delivery_attempts(clients: Client
     assert attempts == [1, 2, 3, 4, 5]
     assert forwarded.data == b"poison"
     assert forwarded.attributes["kind"] == "poison"
+
+
+# The official emulator ignores max_outstanding_messages (the client library enforces it on its
+# side, see above) and keeps a closed stream's messages leased until their ack deadline, so the
+# fallback's own handling of both, and of acks inside the stream, is checked on the wire alone.
+@pytest.mark.parametrize("pubsub_emulator", ["fallback"], indirect=True)
+def test_fallback_stream_flow_control_in_stream_acks_and_close(clients: Clients) -> None:
+    topic = clients.topic()
+    subscription = clients.subscription(topic)
+    published = {clients.publish(topic, f"clip {i}".encode()) for i in range(3)}
+    later: queue.Queue[types.StreamingPullRequest | None] = queue.Queue()
+
+    def requests() -> Iterator[types.StreamingPullRequest]:
+        yield types.StreamingPullRequest(
+            subscription=subscription, stream_ack_deadline_seconds=60, max_outstanding_messages=2
+        )
+        yield from iter(later.get, None)
+
+    stream = clients.subscriber.streaming_pull(requests=requests())
+    received: queue.Queue[types.ReceivedMessage] = queue.Queue()
+
+    def read() -> None:
+        with suppress(exceptions.Cancelled):
+            for response in stream:
+                for message in response.received_messages:
+                    received.put(message)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        first, second = received.get(timeout=10), received.get(timeout=10)
+        with pytest.raises(queue.Empty):
+            received.get(timeout=1)
+        later.put(types.StreamingPullRequest())  # the client's heartbeat
+        later.put(types.StreamingPullRequest(ack_ids=[first.ack_id]))
+        third = received.get(timeout=10)
+    finally:
+        stream.cancel()
+        later.put(None)
+    assert {m.message.message_id for m in (first, second, third)} == published
+
+    response = clients.subscriber.pull(subscription=subscription, max_messages=10, timeout=5)
+    assert sorted(m.message.message_id for m in response.received_messages) == sorted(
+        m.message.message_id for m in (second, third)
+    )
