@@ -7,8 +7,11 @@ request becomes a flow run of the ``clip-hand`` deployment with
 ``idempotency_key = request_id``, and the message is acked only once the run exists, so a
 redelivery finds the same run instead of making a second clip. An invalid message, or a
 request id reused with a different body, is answered with a ``rejected`` completion that
-carries the reason, then acked. When Prefect or Pub/Sub fails, the message is nacked and
-comes back later; nothing is acked that was not handled.
+carries the reason, then acked. When Prefect is unreachable the message is nacked after a
+growing backoff, and nothing is acked that was not handled; after
+``CLIPPING_MAX_DELIVERY_ATTEMPTS`` deliveries it is parked on ``clipping-requests-dead``
+with its reason (attribute ``reason``) and a ``failed`` completion is published. The
+subscription's own dead-letter policy is the backstop if the listener itself keeps dying.
 """
 
 import argparse
@@ -28,12 +31,15 @@ from prefect.exceptions import ObjectNotFound
 from pydantic import ValidationError
 
 from clipping.messages import ClipCompletion, ClipRequest, ClipState, describe_validation_error
-from clipping.pubsub import publish_model
+from clipping.pubsub import publish_data, publish_model
 from clipping.settings import Settings, get_settings
 
 logger = logging.getLogger("clipping.listener")
 
 DEPLOYMENT_WAIT_S = 2.0
+BACKOFF_FIRST_S = 2.0
+BACKOFF_MAX_S = 30.0
+MAX_ATTRIBUTE_CHARS = 1000  # Pub/Sub caps attribute values at 1024 bytes
 
 
 class RequestListener:
@@ -55,9 +61,8 @@ class RequestListener:
             return
         try:
             run_parameters = self._create_run(request)
-        except Exception:
-            logger.exception("request %s: could not create a flow run; nacked", request.request_id)
-            message.nack()
+        except Exception as error:
+            self._retry_later(message, request, error)
             return
         if run_parameters != _parameters(request):
             self._reject(
@@ -77,6 +82,58 @@ class RequestListener:
             )
         logger.info("request %s: flow run %s (%s)", request.request_id, run.id, run.name)
         return run.parameters
+
+    def _retry_later(self, message: Message, request: ClipRequest, error: Exception) -> None:
+        """Nack after a backoff; park the request once it has been delivered too often."""
+        attempt = message.delivery_attempt or 1
+        reason = f"could not create a flow run ({type(error).__name__}: {error})"
+        if attempt >= self.settings.max_delivery_attempts:
+            self._park(message, request, f"{reason}; gave up after {attempt} deliveries")
+            return
+        delay = min(BACKOFF_FIRST_S * 2 ** (attempt - 1), BACKOFF_MAX_S)
+        logger.warning(
+            "request %s: %s; delivery %d, retrying in %.0f s",
+            request.request_id,
+            reason,
+            attempt,
+            delay,
+        )
+        # Holding the message (the client keeps extending its lease) delays the redelivery
+        # without acking anything: a Prefect outage is waited out instead of spun on.
+        time.sleep(delay)
+        message.nack()
+
+    def _park(self, message: Message, request: ClipRequest, reason: str) -> None:
+        """Move the request to the dead-letter topic with its reason, and tell M6 it failed."""
+        logger.error(
+            "request %s parked on %s: %s",
+            request.request_id,
+            self.settings.dead_letter_topic,
+            reason,
+        )
+        try:
+            publish_data(
+                self.settings.topic_path(self.settings.dead_letter_topic),
+                message.data,
+                request_id=request.request_id,
+                reason=reason[:MAX_ATTRIBUTE_CHARS],
+            )
+            publish_model(
+                self.settings.topic_path(self.settings.completions_topic),
+                ClipCompletion(
+                    request_id=request.request_id,
+                    hand_id=request.hand_id,
+                    status=ClipState.FAILED,
+                    reason=reason,
+                ),
+                request_id=request.request_id,
+                status=ClipState.FAILED.value,
+            )
+        except Exception:
+            logger.exception("request %s: could not park it; nacked", request.request_id)
+            message.nack()
+            return
+        message.ack()
 
     def _reject(self, message: Message, request_id: str | None, reason: str) -> None:
         logger.warning("request %s rejected: %s", request_id, reason)
@@ -150,6 +207,7 @@ def main() -> None:
         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
     )
     logging.Formatter.converter = time.gmtime
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

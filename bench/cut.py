@@ -201,16 +201,18 @@ def measure_accuracy(source: Path, clip: Path, start: float, end: float, gop: in
     frame = 1 / FPS
     with av.open(str(clip)) as container:
         video = container.streams.video[0]
-        decoded = 0
-        first_signature = last_signature = b""
-        first_time = 0.0
+        decoded, first_time = 0, 0.0
+        first_signature = b""
+        last: av.VideoFrame | None = None
         with ffmpeg_errors() as errors:
             for picture in container.decode(video):
                 if decoded == 0:
                     first_signature, first_time = luma_signature(picture), picture.time
-                last_signature = luma_signature(picture)
                 decoded += 1
-                errors.extend([(0, "bench", "corrupt")] if picture.is_corrupt else [])
+                last = picture
+                errors.extend([(0, "bench", "corrupt frame")] if picture.is_corrupt else [])
+        assert last is not None
+        last_signature = luma_signature(last)
         error_count = len(errors)
     around_start = source_frames_between(source, start - gop - frame, start + 3 * frame)
     around_end = source_frames_between(source, end - 3 * frame, end + 6 * frame)

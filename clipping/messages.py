@@ -49,7 +49,7 @@ class ClipRequest(BaseModel):
     )
     start_seconds: float = Field(ge=0, allow_inf_nan=False)
     end_seconds: float = Field(gt=0, allow_inf_nan=False)
-    mode: ClipMode = ClipMode.COPY
+    mode: ClipMode = ClipMode.ACCURATE
 
     @field_validator("nas_video_path")
     @classmethod

@@ -21,6 +21,9 @@ def publisher() -> "PublisherClient":
 
 def publish_model(topic_path: str, message: BaseModel, **attributes: str) -> str:
     """Publish ``message`` as JSON and wait until Pub/Sub has stored it; return its id."""
-    data = message.model_dump_json().encode()
-    future = publisher().publish(topic_path, data, **attributes)
-    return future.result(timeout=PUBLISH_TIMEOUT_S)
+    return publish_data(topic_path, message.model_dump_json().encode(), **attributes)
+
+
+def publish_data(topic_path: str, data: bytes, **attributes: str) -> str:
+    """Publish raw bytes and wait until Pub/Sub has stored them; return the message id."""
+    return publisher().publish(topic_path, data, **attributes).result(timeout=PUBLISH_TIMEOUT_S)

@@ -46,13 +46,38 @@ class Settings(BaseSettings):
     max_clip_seconds: float = Field(
         default=1800.0, gt=0, description="Longest range a request may ask for (30 min)."
     )
+    dead_letter_topic: str = "clipping-requests-dead"
+    dead_letter_subscription: str = Field(
+        default="clipping-requests-dead",
+        description="Keeps parked requests on the dead-letter topic for operators.",
+    )
+    max_delivery_attempts: int = Field(
+        default=5,
+        ge=5,
+        le=100,
+        description="Deliveries of a request before it is parked on the dead-letter topic.",
+    )
     listener_max_messages: int = Field(
-        default=10, gt=0, description="Requests the listener holds unacknowledged at once."
+        default=8,
+        gt=0,
+        description="Requests the listener holds unacknowledged at once "
+        "(sized to the pool: 2 workers x 4 runs).",
+    )
+    max_flow_attempts: int = Field(
+        default=4,
+        gt=0,
+        description="Runs of one clip (retries and reruns after crashes) before it fails for good.",
     )
     proxy_database_url: str = Field(
         default="sqlite:///clipping-proxy.db",
         description="SQLAlchemy URL of the proxy's record of accepted requests "
         "(PostgreSQL in production).",
+    )
+    upload_chunk_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        gt=0,
+        multiple_of=256 * 1024,
+        description="Resumable-upload chunk: the file is streamed, never read whole.",
     )
     signed_url_ttl: timedelta = MAX_SIGNED_URL_TTL
     work_dir: Path | None = Field(

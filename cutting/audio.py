@@ -39,7 +39,9 @@ def audio_packets(
         start = to_ticks(start_seconds + origin, time_base)
         end = to_ticks(end_seconds + origin, time_base)
         frame = to_ticks(1024 / stream.codec_context.sample_rate, time_base)
-        for packet in _between(packets_from(container, stream, start - frame), start, end):
+        for packet in _between(
+            packets_from(container, stream, start - frame, keyframe=False), start, end
+        ):
             packet.pts -= start
             packet.dts = packet.pts
             yield packet

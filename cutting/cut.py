@@ -17,9 +17,9 @@ import av.stream
 from clipping.messages import ClipMode
 from clipping.settings import get_settings
 from cutting.audio import check_audio
+from cutting.copy import stream_copy
 from cutting.errors import CutError
 from cutting.mux import write_mp4
-from cutting.copy import stream_copy
 from cutting.probe import MediaInfo, describe, keyframes_around, open_media, to_ticks
 from cutting.smart import VideoMode, cut_video
 from cutting.verify import verify_clip
@@ -141,7 +141,9 @@ def _copy(
     keyframes = keyframes_around(container, start)
     keyframe = keyframes.at_or_before if keyframes.at_or_before is not None else keyframes.after
     if keyframe is None or keyframe >= end:
-        raise CutError(f"the recording has no keyframe to copy from between {start:.3f}s and {end:.3f}s")
+        raise CutError(
+            f"the recording has no keyframe to copy from between {start:.3f}s and {end:.3f}s"
+        )
     stream_copy(source, keyframe, end, output)
     frame = _frame_seconds(container.streams.video[0])
     return _Written(
@@ -174,14 +176,14 @@ def _exact(
         mode=_VIDEO_MODES[mode],
         on_progress=lambda percent: report(percent * _CUT_SHARE / 100),
     )
-    write_mp4(output, source, video, list(range(len(container.streams.audio))), end)
+    write_mp4(output, video, list(container.streams.audio), source, end)
     assert video.first_pts is not None and video.end_pts is not None
     time_base: Fraction = stream.time_base
     first = float(video.first_pts * time_base)
     expected = float((video.end_pts - video.first_pts) * time_base)
     half_frame = _frame_seconds(stream) / 2
     return _Written(
-        start_seconds=first - info.origin_seconds,
+        start_seconds=video.first_seconds(),
         shortest_seconds=expected - half_frame,
         longest_seconds=expected + half_frame,
         checkpoints=[float(pts * time_base) - first for pts in video.joins],

@@ -14,53 +14,50 @@ from cutting.smart import OutputPacket, VideoCut
 
 
 def write_mp4(
-    output: Path, source: Path, video: VideoCut, audio_indexes: list[int], end_seconds: float
+    output: Path,
+    video: VideoCut,
+    audio_tracks: list[av.stream.Stream],
+    source: Path,
+    end_seconds: float,
 ) -> None:
-    """Mux ``video`` and the source's audio tracks, cut at the video's first frame, into ``output``.
+    """Mux ``video`` and ``audio_tracks`` of ``source``, cut at the first video frame.
 
-    ``end_seconds`` (recording time) bounds the audio; it starts at the first video frame.
+    ``end_seconds`` (recording time) is where the audio ends. ``output`` is removed when
+    writing fails.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         with av.open(
             str(output), "w", format="mp4", container_options={"movflags": "+faststart"}
         ) as mp4:
-            _write(mp4, source, video, audio_indexes, end_seconds)
-    except av.FFmpegError as exc:
+            _write(mp4, video, audio_tracks, source, end_seconds)
+    except BaseException as exc:
         output.unlink(missing_ok=True)
-        raise CutError(f"writing the clip failed ({exc})") from exc
-    except BaseException:
-        output.unlink(missing_ok=True)
+        if isinstance(exc, av.FFmpegError):
+            raise CutError(f"writing the clip failed ({exc})") from exc
         raise
 
 
 def _write(
     mp4: av.container.OutputContainer,
-    source: Path,
     video: VideoCut,
-    audio_indexes: list[int],
+    audio_tracks: list[av.stream.Stream],
+    source: Path,
     end_seconds: float,
 ) -> None:
     video_out = mp4.add_stream_from_template(video.stream)
     video_out.codec_context.extradata = video.extradata
     video_out.codec_context.codec_tag = video.codec_tag
-    audio_outs = [
-        mp4.add_stream_from_template(video.stream.container.streams.audio[i]) for i in audio_indexes
-    ]
+    audio_outs = [mp4.add_stream_from_template(track) for track in audio_tracks]
     video_packets = _video_packets(video, video_out)
     first = next(video_packets)  # decides the cut instant the audio follows
-    start_seconds = float(video.first_pts * video.stream.time_base) - _origin(video)
     audio = [
-        _assigned(audio_packets(source, index, start_seconds, end_seconds), stream)
-        for index, stream in zip(audio_indexes, audio_outs, strict=True)
+        _assigned(audio_packets(source, number, video.first_seconds(), end_seconds), stream)
+        for number, stream in enumerate(audio_outs)
     ]
     streams = [itertools.chain([first], video_packets), *audio]
     for packet in heapq.merge(*streams, key=lambda p: float(p.dts * p.time_base)):
         mp4.mux(packet)
-
-
-def _origin(video: VideoCut) -> float:
-    return (video.stream.container.start_time or 0) / av.time_base
 
 
 def _video_packets(video: VideoCut, stream: av.stream.Stream) -> Iterator[av.Packet]:

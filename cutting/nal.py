@@ -1,4 +1,4 @@
-"""H.264/HEVC NAL units: framing (Annex B, length-prefixed, avcC/hvcC) and the few fields a splice needs.
+"""H.264/HEVC NAL units: framing (Annex B, length-prefixed, avcC/hvcC) and what a splice needs.
 
 Every packet the smart cut writes is rebuilt as Annex B, whatever the source container used;
 the MP4 muxer converts Annex B to length-prefixed samples and builds avcC/hvcC from the
@@ -17,7 +17,14 @@ class Codec(Enum):
 
 
 # NAL unit types by codec.
-_H264_IDR, _H264_SPS, _H264_PPS, _H264_AUD, _H264_END_OF_SEQUENCE = 5, 7, 8, 9, 10
+_H264_NON_IDR_SLICE, _H264_IDR, _H264_SPS, _H264_PPS, _H264_AUD, _H264_END_OF_SEQUENCE = (
+    1,
+    5,
+    7,
+    8,
+    9,
+    10,
+)
 _HEVC_BLA_FIRST, _HEVC_CRA = 16, 21
 _HEVC_VPS, _HEVC_SPS, _HEVC_PPS, _HEVC_AUD, _HEVC_END_OF_SEQUENCE = 32, 33, 34, 35, 36
 
@@ -128,6 +135,18 @@ def is_splice_point(codec: Codec, nals: Iterable[bytes]) -> bool:
     if codec is Codec.H264:
         return _H264_IDR in types
     return any(_HEVC_BLA_FIRST <= kind <= _HEVC_CRA for kind in types)
+
+
+def may_be_referenced(codec: Codec, nals: Iterable[bytes]) -> bool:
+    """False only for an H.264 picture no other picture uses (``nal_ref_idc`` 0).
+
+    Such a picture need not be decoded unless it is shown. HEVC's non-reference types only
+    hold within a temporal sub-layer, so HEVC pictures are always assumed referenced.
+    """
+    if codec is Codec.HEVC:
+        return True
+    slices = [nal for nal in nals if nal_type(codec, nal) in (_H264_NON_IDR_SLICE, _H264_IDR)]
+    return not slices or any(nal[0] & 0x60 for nal in slices)
 
 
 def h264_parameter_set_ids(nals: Iterable[bytes]) -> set[int]:

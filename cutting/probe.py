@@ -18,7 +18,7 @@ import av.stream
 from cutting.errors import CutError
 
 # How far before a target to seek when the demuxer lands after it (MPEG-TS overshoots).
-_SEEK_BACK_OFFS_SECONDS = (0.0, 2.0, 8.0, 32.0, 128.0)
+_SEEK_BACK_OFFS = (0.0, 2.0, 8.0, 32.0, 128.0)
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,8 @@ def keyframes_around(container: av.container.InputContainer, seconds: float) -> 
     video = container.streams.video[0]
     origin = origin_seconds(container)
     target = to_ticks(seconds + origin, video.time_base)
-    keyframes = (p for p in packets_from_keyframe(container, video, target) if p.is_keyframe)
+    packets = packets_from(container, video, target, keyframe=True)
+    keyframes = (packet for packet in packets if packet.is_keyframe)
     first = next(keyframes, None)
     if first is not None and first.pts > target:
         keyframes, first = itertools.chain([first], keyframes), None
@@ -116,51 +117,45 @@ def to_ticks(seconds: float, time_base: Fraction) -> int:
     return round(Fraction(seconds) / time_base)
 
 
-def packets_from_keyframe(
-    container: av.container.InputContainer, stream: av.stream.Stream, target: int
-) -> Iterator[av.Packet]:
-    """``stream``'s packets in decode order from its last keyframe at or before ``target``.
-
-    Seeks back further when the demuxer lands after ``target``; starts at the stream's
-    first keyframe when there is none before ``target``.
-    """
-    for back_off in _SEEK_BACK_OFFS_SECONDS:
-        packets = _packets_after_seek(
-            container, stream, target - to_ticks(back_off, stream.time_base)
-        )
-        packets = from_last_keyframe(packets, target)
-        first = next(packets, None)
-        if first is not None and first.pts <= target:
-            return itertools.chain([first], packets)
-    packets = from_last_keyframe(_packets_after_seek(container, stream, None), target)
-    return packets
-
-
 def packets_from(
-    container: av.container.InputContainer, stream: av.stream.Stream, target: int
+    container: av.container.InputContainer,
+    stream: av.stream.Stream,
+    target: int,
+    *,
+    keyframe: bool,
 ) -> Iterator[av.Packet]:
-    """``stream``'s packets from the last one starting at or before ``target`` (audio)."""
-    for back_off in _SEEK_BACK_OFFS_SECONDS:
-        packets = _packets_after_seek(
-            container, stream, target - to_ticks(back_off, stream.time_base)
-        )
+    """``stream``'s packets in decode order from the last (key)frame at or before ``target``.
+
+    Seeks back further (seconds in ``_SEEK_BACK_OFFS``) while the demuxer lands after
+    ``target``; starts at the stream's beginning when nothing is at or before ``target``.
+    """
+    for back_off in _SEEK_BACK_OFFS:
+        seek_to = target - to_ticks(back_off, stream.time_base)
+        packets = _packets_after_seek(container, stream, seek_to, keyframe, target)
         first = next(packets, None)
         if first is not None and first.pts <= target:
             return itertools.chain([first], packets)
-    return _packets_after_seek(container, stream, None)
+    return _packets_after_seek(container, stream, None, keyframe, target)
 
 
 def _packets_after_seek(
-    container: av.container.InputContainer, stream: av.stream.Stream, target: int | None
+    container: av.container.InputContainer,
+    stream: av.stream.Stream,
+    seek_to: int | None,
+    keyframe: bool,
+    target: int,
 ) -> Iterator[av.Packet]:
+    """Packets after seeking to ``seek_to`` (``None``: the start), from the last keyframe
+    at or before ``target`` when ``keyframe``."""
     try:
-        if target is None or target <= (stream.start_time or 0):
+        if seek_to is None or seek_to <= (stream.start_time or 0):
             container.seek(0, backward=True, any_frame=False)
         else:
-            container.seek(target, backward=True, any_frame=False, stream=stream)
+            container.seek(seek_to, backward=True, any_frame=False, stream=stream)
     except av.FFmpegError as exc:
         raise CutError(f"cannot seek in the source ({exc}); is it a complete recording?") from exc
-    return demuxed(container, stream)
+    packets = demuxed(container, stream)
+    return from_last_keyframe(packets, target) if keyframe else packets
 
 
 def demuxed(
@@ -190,9 +185,6 @@ def from_last_keyframe(packets: Iterator[av.Packet], target: int) -> Iterator[av
             held.append(packet)
         if held and packet.pts > target:
             break
-    else:
-        yield from held
-        return
     yield from held
-    keyframe_pts = held[0].pts
-    yield from (packet for packet in packets if packet.pts >= keyframe_pts)
+    if held:
+        yield from (packet for packet in packets if packet.pts >= held[0].pts)

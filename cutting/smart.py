@@ -32,13 +32,14 @@ from cutting.nal import (
     h264_parameter_set_ids,
     is_splice_point,
     join_annexb,
+    may_be_referenced,
     parameter_sets,
     parameter_sets_from_extradata,
     split_annexb,
     split_length_prefixed,
     without_stream_headers,
 )
-from cutting.probe import packets_from_keyframe
+from cutting.probe import origin_seconds, packets_from
 
 # Packets looked at to measure the source's reorder depth (H.264 allows up to 16).
 _REORDER_WINDOW = 48
@@ -67,6 +68,7 @@ class Unit:
     nals: list[bytes]
     pts: int
     keyframe: bool
+    reference: bool
     dts: int = 0
 
 
@@ -84,6 +86,7 @@ class VideoCut:
 
     codec: Codec
     stream: av.stream.Stream
+    origin_seconds: float
     extradata: bytes
     codec_tag: str
     packets: Iterator[OutputPacket]
@@ -92,6 +95,11 @@ class VideoCut:
     joins: list[int] = field(default_factory=list)
     first_pts: int | None = None
     end_pts: int | None = None
+
+    def first_seconds(self) -> float:
+        """Recording time of the first frame (known once the first packet is out)."""
+        assert self.first_pts is not None
+        return float(self.first_pts * self.stream.time_base) - self.origin_seconds
 
 
 def source_codec(stream: av.stream.Stream) -> Codec:
@@ -115,10 +123,10 @@ class _Source:
         self.frame_ticks = 1 / (
             (stream.average_rate or stream.guessed_rate or 30) * stream.time_base
         )
-        self._container = container
+        self.container = container
 
     def units_from(self, target: int) -> Iterator[Unit]:
-        packets = packets_from_keyframe(self._container, self.stream, target)
+        packets = packets_from(self.container, self.stream, target, keyframe=True)
         return (self._unit(packet) for packet in packets)
 
     def _unit(self, packet: av.Packet) -> Unit:
@@ -129,7 +137,13 @@ class _Source:
             nals = split_annexb(data)
         if not self.parameter_sets:
             self.parameter_sets = parameter_sets(self.codec, nals)
-        return Unit(packet=packet, nals=nals, pts=packet.pts, keyframe=packet.is_keyframe)
+        return Unit(
+            packet=packet,
+            nals=nals,
+            pts=packet.pts,
+            keyframe=packet.is_keyframe,
+            reference=may_be_referenced(self.codec, nals),
+        )
 
     def ticks(self, frames: float) -> int:
         return round(frames * self.frame_ticks)
@@ -256,6 +270,7 @@ class _Cutter:
         self._cut = VideoCut(
             codec=codec,
             stream=self._source.stream,
+            origin_seconds=origin_seconds(self._source.container),
             extradata=extradata,
             codec_tag=_CODEC_TAGS[codec, self._mode],
             packets=self._packets(units),
@@ -289,8 +304,9 @@ class _Cutter:
                 after_splice.append(unit)
             if unit.dts >= self._head_limit():
                 break
-            for frame in self._in_head(self._decoder.decode(unit)):
-                yield from self._take_frame(encoder, frame)
+            if unit.reference or self._start <= unit.pts < self._head_limit():
+                for frame in self._in_head(self._decoder.decode(unit)):
+                    yield from self._take_frame(encoder, frame)
         for frame in self._in_head(self._decoder.decode(None)):
             yield from self._take_frame(encoder, frame)
         if self._cut.head_frames:
@@ -387,7 +403,11 @@ class _Cutter:
         if encoder.parameter_sets != self._encoder_parameter_sets:
             raise CutError("the re-encoder produced different parameter sets for the same settings")
         tail: list[OutputPacket] = []
-        decodable = [unit for unit in gop if unit.pts >= gop[0].pts]
+        decodable = [
+            unit
+            for unit in gop
+            if unit.pts >= gop[0].pts and (unit.reference or unit.pts in wanted)
+        ]
         for frame in self._decoder.frames(decodable):
             if frame.pts in wanted:
                 tail += encoder.add(frame)

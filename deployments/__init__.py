@@ -1,4 +1,4 @@
-"""Applying the service's Prefect objects: work pool, storage blocks, deployments.
+"""Applying what the service needs: Pub/Sub topology, work pool, blocks, deployment, automation.
 
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m deployments
 

@@ -1,4 +1,4 @@
-"""Create the work pool, save the blocks and deploy ``prefect.yaml``; each step idempotent."""
+"""Apply topics, work pool, blocks, ``prefect.yaml`` deployments and automations; idempotent."""
 
 import logging
 import os
@@ -13,6 +13,8 @@ from prefect.workers.process import ProcessWorker
 
 from blocks import save_clip_blocks
 from clipping.settings import Settings
+from deployments.automations import ensure_crash_recovery
+from deployments.pubsub import ensure_topology
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 logger = logging.getLogger(__name__)
@@ -35,7 +37,11 @@ def ensure_work_pool(name: str) -> None:
 
 def deploy_all(project_dir: Path = PROJECT_DIR) -> None:
     """Run ``prefect deploy --all`` on prefect.yaml: Prefect's own reader of that file."""
-    env = {**os.environ, "CLIPPING_PROJECT_DIR": str(project_dir)}
+    env = {
+        **os.environ,
+        "CLIPPING_PROJECT_DIR": str(project_dir),
+        "CLIPPING_PYTHON": sys.executable,
+    }
     deploy = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
         cwd=project_dir,
@@ -49,7 +55,11 @@ def deploy_all(project_dir: Path = PROJECT_DIR) -> None:
 
 
 def apply(settings: Settings) -> None:
+    ensure_topology(settings)
     ensure_work_pool(settings.work_pool)
     bucket = save_clip_blocks(settings)
     logger.info("saved blocks %s (gs://%s)", settings.gcs_block, bucket.bucket)
     deploy_all()
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(settings.deployment)
+    ensure_crash_recovery(deployment.id)

@@ -33,6 +33,7 @@ from clipping.messages import ClipCompletion, ClipRequest, ClipState
 from clipping.pubsub import publish_model
 from clipping.settings import get_settings
 from cutting import CutClip, CutError, cut_clip
+from flows.records import ClipRecords, UploadedClip
 
 
 class SignedUrl(BaseModel):
@@ -63,10 +64,15 @@ def cut(request: ClipRequest, workdir: Path) -> CutClip:
 
 @task(name="upload", retries=3, retry_delay_seconds=[1, 5, 15])
 def upload(clip: CutClip, bucket: GcsBucket, object_name: str) -> str:
-    """Upload to a deterministic object name: a retry overwrites, never duplicates."""
-    path = bucket.upload_from_path(clip.path, object_name, content_type="video/mp4")
-    get_run_logger().info("uploaded gs://%s/%s", bucket.bucket, path)
-    return path
+    """Stream the clip to its deterministic object name: a retry overwrites, never duplicates.
+
+    The object appears only when the upload completes, so an interrupted upload leaves
+    nothing behind.
+    """
+    blob = bucket.get_bucket().blob(object_name, chunk_size=get_settings().upload_chunk_bytes)
+    blob.upload_from_filename(str(clip.path), content_type="video/mp4")
+    get_run_logger().info("uploaded gs://%s/%s (%d bytes)", bucket.bucket, object_name, blob.size)
+    return object_name
 
 
 @task(name="sign")
@@ -103,8 +109,13 @@ def v4_url_expiry(url: str) -> datetime:
 
 
 def announce_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
-    """on_failure hook: the run failed for good, so tell M6 why."""
+    """on_failure hook: the run failed for good, so tell M6 why (once per request)."""
+    logger = flow_run_logger(flow_run, flow)
     request = flow_run.parameters.get("request", {})
+    records = ClipRecords(load_clip_bucket(get_settings()), request.get("request_id", ""))
+    if records.announced() is not None:
+        logger.info("request already announced; no failure message")
+        return
     completion = ClipCompletion(
         request_id=request.get("request_id"),
         hand_id=request.get("hand_id"),
@@ -114,46 +125,92 @@ def announce_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
         flow_run_id=str(flow_run.id),
     )
     message_id = publish_completion(completion)
-    flow_run_logger(flow_run, flow).info("announced failure as message %s", message_id)
+    records.record_announcement(completion)
+    logger.info("announced failure as message %s", message_id)
 
 
-@flow(name="clip-hand", on_failure=[announce_failure])
+@flow(
+    name="clip-hand",
+    retries=1,
+    retry_delay_seconds=5,
+    on_failure=[announce_failure],
+)
 def clip_hand(request: ClipRequest) -> ClipCompletion | State:
-    """Cut one poker hand out of a NAS recording, publish it, and announce it."""
+    """Cut one poker hand out of a NAS recording, publish it, and announce it.
+
+    Steps already done by an earlier attempt (a retry, or a rerun after a crash) are read
+    from the request's records instead of being done again.
+    """
     settings = get_settings()
+    attempt = runtime.flow_run.run_count
+    if attempt > settings.max_flow_attempts:
+        return Failed(message=f"gave up after {attempt - 1} attempts (crashes or failures)")
     bucket = load_clip_bucket(settings)
+    records = ClipRecords(bucket, request.request_id)
+    if (announced := records.announced()) is not None:
+        get_run_logger().info("already announced as %s; nothing left to do", announced.status)
+        return announced
     timings: dict[str, float] = {}
-    if settings.work_dir:
-        settings.work_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="clip-", dir=settings.work_dir) as workdir:
-        with _timed(timings, "cut"):
-            try:
-                clip = cut(request, Path(workdir))
-            except CutError as error:
-                # The request cannot be served as asked: fail with the reason alone.
-                return Failed(message=str(error))
-        with _timed(timings, "upload"):
-            object_path = upload(clip, bucket, request.object_name)
+    uploaded = records.uploaded()
+    if uploaded is None:
+        produced = _cut_and_upload(request, bucket, timings)
+        if isinstance(produced, State):
+            return produced
+        uploaded = produced
+        records.record_upload(uploaded)
+    else:
+        get_run_logger().info(
+            "reusing gs://%s/%s from an earlier attempt", bucket.bucket, uploaded.object_path
+        )
     with _timed(timings, "sign"):
-        signed = sign(bucket, object_path, settings.signed_url_ttl)
+        signed = sign(bucket, uploaded.object_path, settings.signed_url_ttl)
     completion = ClipCompletion(
         request_id=request.request_id,
         hand_id=request.hand_id,
         status=ClipState.COMPLETED,
         download_url=signed.url,
         expires_at=signed.expires_at,
-        object_name=object_path,
-        size_bytes=clip.size_bytes,
-        duration_seconds=clip.duration_seconds,
-        cut_start_seconds=clip.start_seconds,
-        cut_end_seconds=clip.end_seconds,
-        mode=clip.mode,
+        object_name=uploaded.object_path,
+        size_bytes=uploaded.size_bytes,
+        duration_seconds=uploaded.duration_seconds,
+        cut_start_seconds=uploaded.start_seconds,
+        cut_end_seconds=uploaded.end_seconds,
+        mode=uploaded.mode,
         agent_id=os.environ.get("PREFECT__WORKER_NAME"),
         flow_run_id=runtime.flow_run.id,
     )
     _publish_artifacts(request, completion, bucket, timings)
+    # Announce, then record: a crash in between repeats the message (consumers dedupe on
+    # request_id) rather than losing it.
     notify(completion)
+    records.record_announcement(completion)
     return completion
+
+
+def _cut_and_upload(
+    request: ClipRequest, bucket: GcsBucket, timings: dict[str, float]
+) -> UploadedClip | State:
+    """Cut in a scratch directory that is always removed, then upload; Failed if uncuttable."""
+    work_dir = get_settings().work_dir
+    if work_dir:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="clip-", dir=work_dir) as scratch:
+        with _timed(timings, "cut"):
+            try:
+                clip = cut(request, Path(scratch))
+            except CutError as error:
+                # The request cannot be served as asked: fail with the reason alone.
+                return Failed(message=str(error))
+        with _timed(timings, "upload"):
+            object_path = upload(clip, bucket, request.object_name)
+    return UploadedClip(
+        object_path=object_path,
+        size_bytes=clip.size_bytes,
+        duration_seconds=clip.duration_seconds,
+        start_seconds=clip.start_seconds,
+        end_seconds=clip.end_seconds,
+        mode=clip.mode,
+    )
 
 
 @contextmanager

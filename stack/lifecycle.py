@@ -1,23 +1,40 @@
 """Bringing the whole local stack up and down."""
 
 import logging
-import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import WorkerStatus
 
 from clipping.settings import get_settings
 from deployments.apply import PROJECT_DIR, apply
+from deployments.pubsub import ensure_subscription
 from emulators import gcs_command, pubsub_command
 from stack.config import StackConfig
 from stack.processes import Supervisor, http_ok, port_open, wait_until
-from stack.provision import create_bucket, create_pubsub_resources, write_service_account_key
+from stack.provision import (
+    COMPLETIONS_AUDIT_SUBSCRIPTION,
+    create_bucket,
+    write_service_account_key,
+)
 
 logger = logging.getLogger("clipping.stack")
 
 SERVER_START_TIMEOUT_S = 120.0
+
+
+SERVERS = ("prefect-server", "pubsub-emulator", "token-endpoint", "gcs-emulator")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One process of the stack: how to start it and how to tell it is ready."""
+
+    command: list[str]
+    env: dict[str, str]
+    ready: Callable[[], bool]
 
 
 class Stack:
@@ -38,82 +55,93 @@ class Stack:
         write_service_account_key(
             config.service_account_file, settings.gcp_project, config.token_uri
         )
-
-        self._start_servers()
-        create_pubsub_resources(settings)
+        self.start(*SERVERS)
         create_bucket(settings)
-        logger.info("applying work pool, blocks and deployment")
+        logger.info("applying topics, work pool, blocks, deployment and automation")
         apply(settings)
-        self._start_agents()
+        ensure_subscription(settings, COMPLETIONS_AUDIT_SUBSCRIPTION, settings.completions_topic)
+        for worker in config.workers:
+            self.start(worker)
+        self.start("listener", "proxy")
         logger.info("stack up: proxy %s, Prefect UI %s", config.proxy_url, config.prefect_ui_url)
 
     def down(self) -> list[str]:
         return self.supervisor.stop_all()
 
-    def _start_servers(self) -> None:
-        config = self.config
-        server_env = {**config.env(), "PREFECT_HOME": str(config.home_of("prefect-server"))}
+    def start(self, *names: str) -> None:
+        """Start the named components together, then wait until each is ready."""
+        components = self.components()
+        started = {
+            name: self.supervisor.start(
+                name, components[name].command, components[name].env, PROJECT_DIR
+            )
+            for name in names
+        }
+        for name, process in started.items():
+            wait_until(
+                components[name].ready,
+                name,
+                process,
+                self.supervisor.log_path(name),
+                SERVER_START_TIMEOUT_S,
+            )
+            logger.info("%s ready", name)
+
+    def stop(self, name: str) -> None:
+        self.supervisor.stop(name)
+
+    def components(self) -> dict[str, Component]:
+        config, python = self.config, sys.executable
+        server_env = self._host_env("prefect-server")
         if config.prefect_database_url:
             server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = config.prefect_database_url
-        servers = {
-            "prefect-server": (
-                [sys.executable, "-m", "prefect", "server", "start",
+        listener_log = self.supervisor.log_path("listener")
+        components = {
+            "prefect-server": Component(
+                [python, "-m", "prefect", "server", "start",
                  "--host", config.host, "--port", str(config.prefect_port)],
                 server_env,
                 http_ok(f"{config.prefect_api_url}/health"),
             ),
-            "pubsub-emulator": (
+            "pubsub-emulator": Component(
                 pubsub_command(config.host, config.pubsub_port),
                 config.env(),
                 port_open(config.host, config.pubsub_port),
             ),
-            "token-endpoint": (
-                [sys.executable, "-m", "emulators.token_endpoint",
+            "token-endpoint": Component(
+                [python, "-m", "emulators.token_endpoint",
                  "--host", config.host, "--port", str(config.token_port)],
                 config.env(),
                 port_open(config.host, config.token_port),
             ),
-            "gcs-emulator": (
+            "gcs-emulator": Component(
                 gcs_command(config.host, config.gcs_port),
                 config.env(),
                 port_open(config.host, config.gcs_port),
             ),
+            "listener": Component(
+                [python, "-m", "agent_pool.listener"],
+                self._host_env("listener"),
+                lambda: "listening on" in listener_log.read_text(errors="replace"),
+            ),
+            "proxy": Component(
+                [python, "-m", "uvicorn", "proxy.app:create_app", "--factory",
+                 "--host", config.host, "--port", str(config.proxy_port)],
+                self._host_env("proxy"),
+                http_ok(f"{config.proxy_url}/health"),
+            ),
         }  # fmt: skip
-        started = {
-            name: self.supervisor.start(name, command, env, PROJECT_DIR)
-            for name, (command, env, _) in servers.items()
-        }
-        for name, (_, _, ready) in servers.items():
-            self._wait(name, started[name], ready)
-            logger.info("%s ready", name)
-
-    def _start_agents(self) -> None:
-        config = self.config
-        for name in config.workers:
-            worker = self._start_on_host(
-                name,
-                [sys.executable, "-m", "prefect", "worker", "start", "--pool",
-                 get_settings().work_pool, "--name", name, "--type", "process",
-                 "--limit", str(config.worker_limit)],
-                PREFECT_WORKER_QUERY_SECONDS="1",
+        for worker in config.workers:
+            components[worker] = Component(
+                [python, "-m", "prefect", "worker", "start", "--pool", get_settings().work_pool,
+                 "--name", worker, "--type", "process", "--limit", str(config.worker_limit)],
+                {**self._host_env(worker), "PREFECT_WORKER_QUERY_SECONDS": "1"},
+                lambda worker=worker: _worker_online(worker),
             )  # fmt: skip
-            self._wait(name, worker, lambda name=name: _worker_online(name))
-        listener = self._start_on_host("listener", [sys.executable, "-m", "agent_pool.listener"])
-        log = self.supervisor.log_path("listener")
-        self._wait("listener", listener, lambda: "listening on" in log.read_text(errors="replace"))
-        proxy = self._start_on_host(
-            "proxy",
-            [sys.executable, "-m", "uvicorn", "proxy.app:create_app", "--factory",
-             "--host", config.host, "--port", str(config.proxy_port)],
-        )  # fmt: skip
-        self._wait("proxy", proxy, http_ok(f"{config.proxy_url}/health"))
+        return components
 
-    def _start_on_host(self, name: str, command: list[str], **extra_env: str) -> subprocess.Popen:
-        env = {**self.config.env(), "PREFECT_HOME": str(self.config.home_of(name)), **extra_env}
-        return self.supervisor.start(name, command, env, PROJECT_DIR)
-
-    def _wait(self, name: str, process: subprocess.Popen, ready: Callable[[], bool]) -> None:
-        wait_until(ready, name, process, self.supervisor.log_path(name), SERVER_START_TIMEOUT_S)
+    def _host_env(self, host: str) -> dict[str, str]:
+        return {**self.config.env(), "PREFECT_HOME": str(self.config.home_of(host))}
 
 
 def _worker_online(name: str) -> bool:

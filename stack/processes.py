@@ -59,6 +59,12 @@ class Supervisor:
                 alive[pid_file.stem.split("-", 1)[1]] = pid
         return alive
 
+    def stop(self, name: str) -> None:
+        """Stop one started process (and its group) by name."""
+        for pid_file in self.run_dir.glob(f"*-{name}.pid"):
+            _stop_group(int(pid_file.read_text()))
+            pid_file.unlink()
+
     def stop_all(self) -> list[str]:
         """Stop every process of this stack, newest first, then any descendant left over.
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import imageio_ffmpeg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from google.api_core.exceptions import AlreadyExists, Conflict
+from google.api_core.exceptions import Conflict
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import pubsub_v1, storage
+from google.cloud import storage
 
 from clipping.settings import Settings
 
@@ -20,7 +20,6 @@ logger = logging.getLogger("clipping.stack")
 # A subscription of the stack's own on clipping-complete, so the demo (and anyone
 # exploring) can read the completion messages; the service itself never reads them.
 COMPLETIONS_AUDIT_SUBSCRIPTION = "clipping-complete-audit"
-REQUEST_ACK_DEADLINE_S = 60
 
 
 def write_service_account_key(path: Path, project: str, token_uri: str) -> None:
@@ -48,26 +47,6 @@ def write_service_account_key(path: Path, project: str, token_uri: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(info, indent=2))
     path.chmod(0o600)
-
-
-def create_pubsub_resources(settings: Settings) -> None:
-    publisher = pubsub_v1.PublisherClient()
-    with pubsub_v1.SubscriberClient() as subscriber:
-        for topic in (settings.requests_topic, settings.completions_topic):
-            with contextlib.suppress(AlreadyExists):
-                publisher.create_topic(name=settings.topic_path(topic))
-        subscriptions = {
-            settings.requests_subscription: settings.requests_topic,
-            COMPLETIONS_AUDIT_SUBSCRIPTION: settings.completions_topic,
-        }
-        for subscription, topic in subscriptions.items():
-            with contextlib.suppress(AlreadyExists):
-                subscriber.create_subscription(
-                    name=settings.subscription_path(subscription),
-                    topic=settings.topic_path(topic),
-                    ack_deadline_seconds=REQUEST_ACK_DEADLINE_S,
-                )
-    publisher.stop()
 
 
 def create_bucket(settings: Settings) -> None:

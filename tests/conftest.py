@@ -22,3 +22,6 @@ def nas_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 @pytest.fixture
 def settings(nas_root: Path) -> Settings:
     return get_settings()
+
+
+pytest_plugins = ["tests.live_stack"]

@@ -14,9 +14,8 @@ import imageio_ffmpeg
 
 WIDTH, HEIGHT, FPS = 192, 108, 30
 CODE_BITS = 14
-_CODE = (
-    f"if(lt(Y,{HEIGHT // 2}),16+200*mod(floor(N/pow(2,floor(X*{CODE_BITS}/W))),2),mod(X+Y+N*7,200)+28)"
-)
+_BIT = f"mod(floor(N/pow(2,floor(X*{CODE_BITS}/W))),2)"  # bit number X*CODE_BITS/W of N
+_CODE = f"if(lt(Y,{HEIGHT // 2}),16+200*{_BIT},mod(X+Y+N*7,200)+28)"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ the video, and no decoding error anywhere in the clip.
 """
 
 import functools
-import math
 import shutil
 from pathlib import Path
 
@@ -136,6 +135,14 @@ def test_accurate_on_a_keyframe_reencodes_nothing_at_the_start(
     source = make_source(sources, SourceSpec(bframes=0))
     clip = cut_clip(source, 4.0, 8.0, ClipMode.ACCURATE, tmp_path / "clip.mp4")
     assert clip.reencoded_frames == 0
+
+
+def test_accurate_h264_open_gop_splices_only_at_idr_pictures(sources: Path, tmp_path: Path) -> None:
+    """x264's open-GOP keyframes are recovery points, not IDRs: nothing can be spliced there,
+    so the clip is re-encoded up to the next IDR (here: to its end) and still exact."""
+    source = make_source(sources, SourceSpec(open_gop=True, gop_seconds=4))
+    clip = cut_clip(source, 2.5, 7.45, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+    assert clip.reencoded_frames == len(expected_numbers(source, 2.5, 7.45))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,53 @@
+"""Per-request records of finished steps, kept beside the clips in the bucket.
+
+A retried, rescheduled or re-run ``clip-hand`` run reads them first, so it neither cuts and
+uploads a clip that is already stored nor announces a request a second time. They live in
+the bucket (``_records/{request_id}/...``) because a rerun may land on another NAS host;
+ids cannot start with ``_``, so records never collide with clips.
+"""
+
+from google.api_core.exceptions import NotFound
+from prefect_gcp.cloud_storage import GcsBucket
+from pydantic import BaseModel
+
+from clipping.messages import ClipCompletion, ClipMode
+
+
+class UploadedClip(BaseModel):
+    """A clip that is safely stored under its final object name."""
+
+    object_path: str
+    size_bytes: int
+    duration_seconds: float
+    start_seconds: float
+    end_seconds: float
+    mode: ClipMode
+
+
+class ClipRecords:
+    def __init__(self, bucket: GcsBucket, request_id: str) -> None:
+        self._bucket = bucket
+        self._prefix = f"_records/{request_id}"
+
+    def uploaded(self) -> UploadedClip | None:
+        data = self._read("uploaded.json")
+        return None if data is None else UploadedClip.model_validate_json(data)
+
+    def record_upload(self, clip: UploadedClip) -> None:
+        self._write("uploaded.json", clip)
+
+    def announced(self) -> ClipCompletion | None:
+        data = self._read("announced.json")
+        return None if data is None else ClipCompletion.model_validate_json(data)
+
+    def record_announcement(self, completion: ClipCompletion) -> None:
+        self._write("announced.json", completion)
+
+    def _read(self, name: str) -> bytes | None:
+        try:
+            return self._bucket.read_path(f"{self._prefix}/{name}")
+        except NotFound:
+            return None
+
+    def _write(self, name: str, record: BaseModel) -> None:
+        self._bucket.write_path(f"{self._prefix}/{name}", record.model_dump_json().encode())

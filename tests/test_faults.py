@@ -1,0 +1,279 @@
+"""Exactly once under redelivery, crashes and bad messages, on the live stack.
+
+Each test drives the real clients and emulators and counts what matters: flow runs per
+request (Prefect API), objects (GCS emulator) and completion messages (clipping-complete).
+"""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import pubsub_v1, storage
+from prefect.client.orchestration import get_client
+
+from agent_pool.listener import RequestListener
+from clipping.messages import ClipRequest, ClipState
+from clipping.settings import Settings
+from cutting import probe
+from stack.lifecycle import Stack
+from stack.provision import ensure_sample_recording
+from tests.live_stack import CompletionLog, clip_body, runs_for, wait_until_finished
+
+pytestmark = pytest.mark.e2e
+
+# Long enough for a second or third delivery to have made a second clip, were it to.
+DUPLICATE_GRACE_S = 5.0
+PREFECT_OUTAGE_S = 20.0
+BURST_SIZE = int(os.environ.get("CLIPPING_TEST_BURST", "100"))
+
+
+def _publish(settings: Settings, data: bytes) -> None:
+    publisher = pubsub_v1.PublisherClient()
+    publisher.publish(settings.topic_path(settings.requests_topic), data).result(timeout=30)
+
+
+def _request(recording: Path, request_id: str, hand_id: str, **changes: object) -> ClipRequest:
+    return ClipRequest.model_validate(
+        clip_body(recording, request_id=request_id, hand_id=hand_id, **changes)
+    )
+
+
+def _objects(prefix: str) -> list[storage.Blob]:
+    client = storage.Client(project="gg-poker", credentials=AnonymousCredentials())
+    return list(client.list_blobs("gg-subclips", prefix=prefix))
+
+
+def _assert_exactly_once(
+    prefect_api: httpx.Client, completions: CompletionLog, request: ClipRequest
+) -> None:
+    assert len(runs_for(prefect_api, request.request_id)) == 1
+    assert completions.count(request.request_id) == 1
+    assert [blob.name for blob in _objects(f"{request.hand_id}/")] == [request.object_name]
+
+
+def test_the_same_request_published_three_times_makes_one_clip(
+    settings_of_stack: Settings,
+    recording: Path,
+    completions: CompletionLog,
+    prefect_api: httpx.Client,
+) -> None:
+    request = _request(recording, "dup-1", "hand-dup")
+    for _ in range(3):
+        _publish(settings_of_stack, request.model_dump_json().encode())
+    assert completions.wait_for("dup-1").status is ClipState.COMPLETED
+    time.sleep(DUPLICATE_GRACE_S)
+    _assert_exactly_once(prefect_api, completions, request)
+
+
+class _DiesBeforeAck:
+    """A pulled message handed to a listener that dies right after creating the run."""
+
+    def __init__(self, received: pubsub_v1.types.ReceivedMessage) -> None:
+        self.data = received.message.data
+        self.delivery_attempt = received.delivery_attempt
+        self.acked = False
+
+    def ack(self) -> None:
+        """The process is gone: the ack never reaches Pub/Sub."""
+
+    def nack(self) -> None:
+        raise AssertionError("the run should have been created")
+
+
+def test_a_redelivery_after_the_run_was_created_makes_no_second_run(
+    live_stack: Stack,
+    settings_of_stack: Settings,
+    recording: Path,
+    completions: CompletionLog,
+    prefect_api: httpx.Client,
+) -> None:
+    settings = settings_of_stack
+    request = _request(recording, "redelivered-1", "hand-redelivered")
+    subscription = settings.subscription_path(settings.requests_subscription)
+    live_stack.stop("listener")
+    try:
+        _publish(settings, request.model_dump_json().encode())
+        with pubsub_v1.SubscriberClient() as subscriber:
+            (received,) = subscriber.pull(
+                subscription=subscription, max_messages=1, timeout=30
+            ).received_messages
+            with get_client(sync_client=True) as prefect:
+                deployment = prefect.read_deployment_by_name(settings.deployment)
+                RequestListener(settings, prefect, deployment.id).handle(_DiesBeforeAck(received))
+            assert len(runs_for(prefect_api, "redelivered-1")) == 1
+            # The dead listener's lease lapses: Pub/Sub delivers the message again.
+            subscriber.modify_ack_deadline(
+                subscription=subscription, ack_ids=[received.ack_id], ack_deadline_seconds=0
+            )
+    finally:
+        live_stack.start("listener")
+    listener_log = live_stack.supervisor.log_path("listener")
+    deadline = time.monotonic() + 60
+    while "request redelivered-1: flow run" not in listener_log.read_text():
+        assert time.monotonic() < deadline, "the message was not redelivered"
+        time.sleep(0.2)
+    assert completions.wait_for("redelivered-1").status is ClipState.COMPLETED
+    time.sleep(DUPLICATE_GRACE_S)
+    _assert_exactly_once(prefect_api, completions, request)
+
+
+def test_requests_arriving_while_prefect_is_down_all_complete_once(
+    live_stack: Stack,
+    proxy: httpx.Client,
+    recording: Path,
+    completions: CompletionLog,
+    prefect_api: httpx.Client,
+) -> None:
+    live_stack.stop("prefect-server")
+    try:
+        accepted = [
+            proxy.post("/v1/clip/request", json=clip_body(recording, hand_id=f"hand-outage-{n}"))
+            for n in range(10)
+        ]
+        assert [answer.status_code for answer in accepted] == [202] * 10
+        time.sleep(PREFECT_OUTAGE_S)
+    finally:
+        live_stack.start("prefect-server")
+    request_ids = [answer.json()["request_id"] for answer in accepted]
+    completions.wait_for_all(request_ids, timeout=300)
+    time.sleep(DUPLICATE_GRACE_S)
+    for request_id in request_ids:
+        assert completions.wait_for(request_id).status is ClipState.COMPLETED
+        assert completions.count(request_id) == 1
+        assert len(runs_for(prefect_api, request_id)) == 1
+
+
+def test_a_burst_of_requests_all_complete_on_both_workers(
+    live_stack: Stack,
+    proxy: httpx.Client,
+    recording: Path,
+    completions: CompletionLog,
+) -> None:
+    request_ids = [
+        proxy.post(
+            "/v1/clip/request", json=clip_body(recording, hand_id="hand-burst", end_seconds=6.0)
+        ).json()["request_id"]
+        for _ in range(BURST_SIZE)
+    ]
+    completions.wait_for_all(request_ids, timeout=60 + 8 * BURST_SIZE)
+    finished = [completions.wait_for(request_id) for request_id in request_ids]
+    assert {completion.status for completion in finished} == {ClipState.COMPLETED}
+    assert {completion.agent_id for completion in finished} == set(live_stack.config.workers)
+    assert all(completions.count(request_id) == 1 for request_id in request_ids)
+    assert len(_objects("hand-burst/")) == BURST_SIZE
+
+
+POISON = [
+    (b"\xff\xfe not json", None, "Invalid JSON"),
+    (b"[1, 2, 3]", None, "Input should be an object"),
+    (b'{"request_id": "poison-missing"}', "poison-missing", "hand_id: Field required"),
+    (
+        b'{"request_id": "poison-types", "hand_id": 7, "nas_video_path": "/x",'
+        b' "start_seconds": "soon", "end_seconds": null}',
+        "poison-types",
+        "start_seconds: Input should be a valid number",
+    ),
+    (
+        b'{"request_id": "poison-outside", "hand_id": "h", "nas_video_path": "/etc/passwd",'
+        b' "start_seconds": 1, "end_seconds": 2}',
+        "poison-outside",
+        "outside the configured NAS roots",
+    ),
+    (
+        b'{"request_id": "poison-order", "hand_id": "h", "nas_video_path": "NAS/a.mp4",'
+        b' "start_seconds": 9, "end_seconds": 2}',
+        "poison-order",
+        "start_seconds must be less than end_seconds",
+    ),
+    (
+        b'{"request_id": "poison-huge", "hand_id": "h", "nas_video_path": "/'
+        + b"a" * 1_000_000
+        + b'", "start_seconds": 1, "end_seconds": 2}',
+        "poison-huge",
+        "at most 4096 characters",
+    ),
+]
+
+
+def test_poison_messages_are_rejected_with_reasons_while_valid_ones_are_served(
+    live_stack: Stack,
+    settings_of_stack: Settings,
+    recording: Path,
+    completions: CompletionLog,
+) -> None:
+    nas_root = str(live_stack.config.nas_root).encode()
+    for data, _, _ in POISON:
+        _publish(settings_of_stack, data.replace(b"NAS", nas_root))
+    valid = _request(recording, "after-poison", "hand-after-poison")
+    _publish(settings_of_stack, valid.model_dump_json().encode())
+    for _, request_id, reason in POISON:
+        completions.wait_for(request_id)
+        reasons = [r.reason or "" for r in completions.all_for(request_id)]
+        assert any(reason in given for given in reasons), reasons
+        assert {r.status for r in completions.all_for(request_id)} == {ClipState.REJECTED}
+    assert completions.wait_for("after-poison").status is ClipState.COMPLETED
+
+
+def _flow_process_ids(flow_run_id: str) -> list[int]:
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker in (proc / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _task_state(prefect_api: httpx.Client, flow_run_id: str, task: str) -> str | None:
+    runs = prefect_api.post(
+        "/task_runs/filter",
+        json={"flow_runs": {"id": {"any_": [flow_run_id]}}, "task_runs": {"name": {"like_": task}}},
+    ).json()
+    return runs[0]["state_type"] if runs else None
+
+
+def test_a_flow_process_killed_mid_upload_is_rerun_and_the_object_is_whole(
+    live_stack: Stack,
+    proxy: httpx.Client,
+    completions: CompletionLog,
+    prefect_api: httpx.Client,
+) -> None:
+    large = ensure_sample_recording(live_stack.config.nas_root / "recordings" / "table-hd.mp4", 60)
+    body = clip_body(large, hand_id="hand-killed", start_seconds=2.0, end_seconds=58.0)
+    request_id = proxy.post("/v1/clip/request", json=body).json()["request_id"]
+    object_name = f"hand-killed/{request_id}.mp4"
+
+    deadline = time.monotonic() + 120
+    killed: list[int] = []
+    while not killed and time.monotonic() < deadline:
+        run_id = proxy.get(f"/v1/clip/{request_id}/status").json().get("flow_run_id")
+        if run_id and _task_state(prefect_api, run_id, "upload") == "RUNNING":
+            killed = _flow_process_ids(run_id)
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+    assert killed, "never caught the upload running"
+    assert _objects(object_name) == [], "the upload finished before the kill"
+
+    status = wait_until_finished(proxy, request_id)
+    assert status["status"] == "completed", status
+    states = [
+        state["type"]
+        for state in prefect_api.get("/flow_run_states/", params={"flow_run_id": run_id}).json()
+    ]
+    assert "CRASHED" in states
+    (stored,) = _objects(object_name)
+    assert stored.size == status["size_bytes"]
+    downloaded = live_stack.config.dir / "killed.mp4"
+    downloaded.write_bytes(httpx.get(status["download_url"], timeout=60).content)
+    assert downloaded.stat().st_size == stored.size
+    assert probe(downloaded).duration_seconds == pytest.approx(56.0, abs=2.5)
+    assert completions.count(request_id) == 1
+    assert len(runs_for(prefect_api, request_id)) == 1
