@@ -12,6 +12,7 @@ growing backoff, and nothing is acked that was not handled; after
 ``CLIPPING_MAX_DELIVERY_ATTEMPTS`` deliveries it is parked on ``clipping-requests-dead``
 with its reason (attribute ``reason``) and a ``failed`` completion is published. The
 subscription's own dead-letter policy is the backstop if the listener itself keeps dying.
+Every 30 s the listener also sweeps clip runs left Crashed (``agent_pool.crash_sweep``).
 """
 
 import argparse
@@ -30,6 +31,7 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.exceptions import ObjectNotFound
 from pydantic import ValidationError
 
+from agent_pool.crash_sweep import sweep_crashed_runs
 from clipping.messages import ClipCompletion, ClipRequest, ClipState, describe_validation_error
 from clipping.pubsub import publish_data, publish_model
 from clipping.settings import Settings, get_settings
@@ -39,6 +41,7 @@ logger = logging.getLogger("clipping.listener")
 DEPLOYMENT_WAIT_S = 2.0
 BACKOFF_FIRST_S = 2.0
 BACKOFF_MAX_S = 30.0
+SWEEP_INTERVAL_S = 30.0
 MAX_ATTRIBUTE_CHARS = 1000  # Pub/Sub caps attribute values at 1024 bytes
 
 
@@ -189,12 +192,23 @@ def serve(settings: Settings, stop: threading.Event) -> None:
             flow_control=FlowControl(max_messages=settings.listener_max_messages),
         )
         logger.info("listening on %s for deployment %s", subscription, settings.deployment)
+        next_sweep = time.monotonic() + SWEEP_INTERVAL_S
         while not stop.wait(1.0):
             if streaming_pull.done():
                 streaming_pull.result()  # raises the reason the stream ended
+            if time.monotonic() >= next_sweep:
+                _sweep(prefect, listener.deployment_id, settings.max_flow_attempts)
+                next_sweep = time.monotonic() + SWEEP_INTERVAL_S
         streaming_pull.cancel()
         streaming_pull.result()
         logger.info("stopped")
+
+
+def _sweep(prefect: SyncPrefectClient, deployment_id: UUID, max_attempts: int) -> None:
+    try:
+        sweep_crashed_runs(prefect, deployment_id, max_attempts)
+    except Exception:
+        logger.exception("crash sweep failed; next one in %.0f s", SWEEP_INTERVAL_S)
 
 
 def main() -> None:

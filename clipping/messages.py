@@ -70,6 +70,10 @@ class ClipRequest(BaseModel):
         """Deterministic per request, so a retried upload overwrites instead of duplicating."""
         return f"{self.hand_id}/{self.request_id}.mp4"
 
+    @property
+    def poster_object_name(self) -> str:
+        return f"{self.hand_id}/{self.request_id}.jpg"
+
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
@@ -94,11 +98,17 @@ class ClipOutcome(BaseModel):
 
     download_url: str | None = None
     expires_at: datetime | None = None
+    poster_url: str | None = Field(
+        default=None, description="Signed URL of the first frame (JPEG)."
+    )
     object_name: str | None = None
     size_bytes: int | None = None
     duration_seconds: float | None = None
     cut_start_seconds: float | None = None
     cut_end_seconds: float | None = None
+    clamped: bool | None = Field(
+        default=None, description="The requested end was past the recording's end."
+    )
     mode: ClipMode | None = None
     reason: str | None = None
     agent_id: str | None = None
@@ -119,6 +129,7 @@ class ClipStatusReport(ClipOutcome):
 
     request_id: str
     status: ClipState
+    progress: float | None = Field(default=None, description="Percent of the cut done.")
 
 
 def describe_validation_error(error: ValidationError) -> str:

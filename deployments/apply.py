@@ -13,7 +13,7 @@ from prefect.workers.process import ProcessWorker
 
 from blocks import save_clip_blocks
 from clipping.settings import Settings
-from deployments.automations import ensure_crash_recovery
+from deployments.automations import ensure_recovery_automations
 from deployments.pubsub import ensure_topology
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -62,4 +62,4 @@ def apply(settings: Settings) -> None:
     deploy_all()
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(settings.deployment)
-    ensure_crash_recovery(deployment.id)
+    ensure_recovery_automations(deployment.id)

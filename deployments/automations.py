@@ -1,9 +1,14 @@
-"""Crash recovery for clip runs, as a Prefect automation applied idempotently.
+"""Recovery of clip runs that cannot finish on their own, as Prefect automations.
 
-When a run crashes (its flow process was killed, its host died) the worker or the server
-marks it Crashed; this automation puts it back to Scheduled (``AwaitingRetry``) so a worker
-runs it again, and the flow skips the steps its records show as done. The flow gives up
-after ``CLIPPING_MAX_FLOW_ATTEMPTS`` runs, so a clip that always crashes stops.
+Applied idempotently by ``python -m deployments``:
+
+- **rerun crashed runs**: a run whose process died (killed, host lost, server unreachable
+  at start) is marked Crashed by its worker; it is put back to Scheduled
+  (``AwaitingRetry``) so a worker runs it again, and the flow skips the steps its records
+  show as done. The flow gives up after ``CLIPPING_MAX_FLOW_ATTEMPTS`` runs.
+- **reschedule runs stuck before running**: a worker that dies after claiming a run
+  (Pending/Submitting) leaves it there forever; if no later state follows within
+  ``STUCK_BEFORE_RUNNING``, the run is rescheduled for the other worker.
 """
 
 import logging
@@ -15,34 +20,60 @@ from prefect.client.schemas.objects import StateType
 
 logger = logging.getLogger(__name__)
 
-RERUN_CRASHED = "clip-hand: rerun crashed runs"
+# A flow process starts in ~4 s here, and under a burst in well under a minute.
+STUCK_BEFORE_RUNNING = timedelta(seconds=120)
+_LATER_STATES = {
+    f"prefect.flow-run.{state}"
+    for state in ("Running", "Completed", "Failed", "Crashed", "Cancelling", "Cancelled",
+                  "Scheduled", "AwaitingRetry")
+}  # fmt: skip
 
 
-def ensure_crash_recovery(deployment_id: UUID) -> None:
-    wanted = Automation(
-        name=RERUN_CRASHED,
-        description="Reschedule crashed clip-hand runs so the surviving worker completes them.",
-        trigger=EventTrigger(
-            expect={"prefect.flow-run.Crashed"},
-            match_related={"prefect.resource.id": f"prefect.deployment.{deployment_id}"},
-            posture=Posture.Reactive,
-            threshold=1,
-            within=timedelta(0),
+def _reschedule(message: str) -> ChangeFlowRunState:
+    return ChangeFlowRunState(state=StateType.SCHEDULED, name="AwaitingRetry", message=message)
+
+
+def recovery_automations(deployment_id: UUID) -> list[Automation]:
+    of_clip_runs = {"prefect.resource.id": f"prefect.deployment.{deployment_id}"}
+    return [
+        Automation(
+            name="clip-hand: rerun crashed runs",
+            description="Reschedule crashed clip-hand runs so a surviving worker completes them.",
+            trigger=EventTrigger(
+                expect={"prefect.flow-run.Crashed"},
+                match_related=of_clip_runs,
+                posture=Posture.Reactive,
+                threshold=1,
+                within=timedelta(0),
+            ),
+            actions=[_reschedule("rescheduled after a crash")],
         ),
-        actions=[
-            ChangeFlowRunState(
-                state=StateType.SCHEDULED,
-                name="AwaitingRetry",
-                message="rescheduled after a crash",
-            )
-        ],
-    )
-    try:
-        existing = Automation.read(name=RERUN_CRASHED)
-    except ValueError:
-        wanted.create()
-        logger.info("created automation %r", RERUN_CRASHED)
-        return
-    wanted.id = existing.id
-    wanted.update()
-    logger.info("updated automation %r", RERUN_CRASHED)
+        Automation(
+            name="clip-hand: reschedule runs stuck before running",
+            description="A run claimed by a worker that died never starts: reschedule it.",
+            trigger=EventTrigger(
+                after={"prefect.flow-run.Pending"},
+                expect=_LATER_STATES,
+                for_each={"prefect.resource.id"},
+                match={"prefect.resource.id": "prefect.flow-run.*"},
+                match_related=of_clip_runs,
+                posture=Posture.Proactive,
+                threshold=1,
+                within=STUCK_BEFORE_RUNNING,
+            ),
+            actions=[_reschedule("rescheduled: claimed but never started (worker lost?)")],
+        ),
+    ]
+
+
+def ensure_recovery_automations(deployment_id: UUID) -> None:
+    for wanted in recovery_automations(deployment_id):
+        try:
+            existing = Automation.read(name=wanted.name)
+        except ValueError:
+            wanted.create()
+            logger.info("created automation %r", wanted.name)
+            continue
+        wanted.id = existing.id
+        wanted.update()
+        logger.info("updated automation %r", wanted.name)

@@ -20,7 +20,13 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from prefect import flow, get_run_logger, runtime, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.client.schemas.objects import FlowRun
 from prefect.flows import Flow
 from prefect.logging.loggers import flow_run_logger
@@ -32,8 +38,10 @@ from blocks import load_clip_bucket, signing_credentials
 from clipping.messages import ClipCompletion, ClipRequest, ClipState
 from clipping.pubsub import publish_model
 from clipping.settings import get_settings
-from cutting import CutClip, CutError, cut_clip
+from cutting import CutClip, CutError, cut_clip, write_poster
 from flows.records import ClipRecords, UploadedClip
+
+POSTER_FILE = "poster.jpg"
 
 
 class SignedUrl(BaseModel):
@@ -42,7 +50,9 @@ class SignedUrl(BaseModel):
 
 
 @task(name="cut")
-def cut(request: ClipRequest, workdir: Path) -> CutClip:
+def cut(request: ClipRequest, scratch: Path) -> CutClip:
+    """Cut the clip and write its poster (``scratch/poster.jpg``), reporting progress."""
+    settings = get_settings()
     logger = get_run_logger()
     logger.info(
         "cutting %s [%.3f s, %.3f s) in %s mode",
@@ -51,37 +61,74 @@ def cut(request: ClipRequest, workdir: Path) -> CutClip:
         request.end_seconds,
         request.mode.value,
     )
+    progress = ProgressArtifact(f"Cutting {request.hand_id} ({request.mode.value})")
     clip = cut_clip(
         Path(request.nas_video_path),
         request.start_seconds,
         request.end_seconds,
         request.mode,
-        workdir / "clip.mp4",
+        scratch / "clip.mp4",
+        on_progress=progress.update,
+        max_clip_seconds=settings.max_clip_seconds,
     )
-    logger.info("cut %.3f s, %d bytes", clip.duration_seconds, clip.size_bytes)
+    write_poster(clip.path, scratch / POSTER_FILE)
+    progress.update(100.0)
+    logger.info(
+        "cut %.3f s to %.3f s (%.3f s, %d bytes)%s",
+        clip.start_seconds,
+        clip.end_seconds,
+        clip.duration_seconds,
+        clip.size_bytes,
+        ", end clamped to the recording's end" if clip.clamped else "",
+    )
     return clip
 
 
 @task(name="upload", retries=3, retry_delay_seconds=[1, 5, 15])
-def upload(clip: CutClip, bucket: GcsBucket, object_name: str) -> str:
-    """Stream the clip to its deterministic object name: a retry overwrites, never duplicates.
+def upload(scratch: Path, bucket: GcsBucket, request: ClipRequest) -> None:
+    """Stream clip and poster to their deterministic names: a retry overwrites, never duplicates.
 
-    The object appears only when the upload completes, so an interrupted upload leaves
+    An object appears only when its upload completes, so an interrupted upload leaves
     nothing behind.
     """
-    blob = bucket.get_bucket().blob(object_name, chunk_size=get_settings().upload_chunk_bytes)
-    blob.upload_from_filename(str(clip.path), content_type="video/mp4")
-    get_run_logger().info("uploaded gs://%s/%s (%d bytes)", bucket.bucket, object_name, blob.size)
-    return object_name
+    chunk_bytes = get_settings().upload_chunk_bytes
+    gcs = bucket.get_bucket()
+    for local, object_name, content_type in (
+        (scratch / "clip.mp4", request.object_name, "video/mp4"),
+        (scratch / POSTER_FILE, request.poster_object_name, "image/jpeg"),
+    ):
+        blob = gcs.blob(object_name, chunk_size=chunk_bytes)
+        blob.upload_from_filename(str(local), content_type=content_type)
+        get_run_logger().info(
+            "uploaded gs://%s/%s (%d bytes)", bucket.bucket, object_name, blob.size
+        )
 
 
 @task(name="sign")
-def sign(bucket: GcsBucket, object_path: str, ttl: timedelta) -> SignedUrl:
-    blob = bucket.get_bucket().blob(object_path)
-    url = blob.generate_signed_url(
-        version="v4", method="GET", expiration=ttl, credentials=signing_credentials(bucket)
-    )
-    return SignedUrl(url=url, expires_at=v4_url_expiry(url))
+def sign(bucket: GcsBucket, object_names: list[str], ttl: timedelta) -> list[SignedUrl]:
+    credentials = signing_credentials(bucket)
+    gcs = bucket.get_bucket()
+    urls = [
+        gcs.blob(name).generate_signed_url(
+            version="v4", method="GET", expiration=ttl, credentials=credentials
+        )
+        for name in object_names
+    ]
+    return [SignedUrl(url=url, expires_at=v4_url_expiry(url)) for url in urls]
+
+
+class ProgressArtifact:
+    """A Prefect progress artifact for the cut, updated at most every percent and second."""
+
+    def __init__(self, description: str) -> None:
+        self._id = create_progress_artifact(progress=0.0, description=description)
+        self._shown, self._shown_at = 0.0, time.monotonic()
+
+    def update(self, percent: float) -> None:
+        now = time.monotonic()
+        if percent >= 100.0 or (percent - self._shown >= 1.0 and now - self._shown_at >= 1.0):
+            update_progress_artifact(self._id, min(percent, 100.0))
+            self._shown, self._shown_at = percent, now
 
 
 @task(name="notify", retries=3, retry_delay_seconds=[1, 5, 15])
@@ -110,23 +157,28 @@ def v4_url_expiry(url: str) -> datetime:
 
 def announce_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
     """on_failure hook: the run failed for good, so tell M6 why (once per request)."""
-    logger = flow_run_logger(flow_run, flow)
+    message_id = announce_final_failure(flow_run, state.message or "the clip run failed")
+    if message_id:
+        flow_run_logger(flow_run, flow).info("announced failure as message %s", message_id)
+
+
+def announce_final_failure(flow_run: FlowRun, reason: str) -> str | None:
+    """Publish ``failed`` for the run's request unless it was announced; the message id."""
     request = flow_run.parameters.get("request", {})
     records = ClipRecords(load_clip_bucket(get_settings()), request.get("request_id", ""))
     if records.announced() is not None:
-        logger.info("request already announced; no failure message")
-        return
+        return None
     completion = ClipCompletion(
         request_id=request.get("request_id"),
         hand_id=request.get("hand_id"),
         status=ClipState.FAILED,
-        reason=state.message or "the clip run failed",
+        reason=reason,
         agent_id=os.environ.get("PREFECT__WORKER_NAME"),
         flow_run_id=str(flow_run.id),
     )
     message_id = publish_completion(completion)
     records.record_announcement(completion)
-    logger.info("announced failure as message %s", message_id)
+    return message_id
 
 
 @flow(
@@ -163,18 +215,22 @@ def clip_hand(request: ClipRequest) -> ClipCompletion | State:
             "reusing gs://%s/%s from an earlier attempt", bucket.bucket, uploaded.object_path
         )
     with _timed(timings, "sign"):
-        signed = sign(bucket, uploaded.object_path, settings.signed_url_ttl)
+        signed, poster = sign(
+            bucket, [uploaded.object_path, uploaded.poster_path], settings.signed_url_ttl
+        )
     completion = ClipCompletion(
         request_id=request.request_id,
         hand_id=request.hand_id,
         status=ClipState.COMPLETED,
         download_url=signed.url,
         expires_at=signed.expires_at,
+        poster_url=poster.url,
         object_name=uploaded.object_path,
         size_bytes=uploaded.size_bytes,
         duration_seconds=uploaded.duration_seconds,
         cut_start_seconds=uploaded.start_seconds,
         cut_end_seconds=uploaded.end_seconds,
+        clamped=uploaded.clamped,
         mode=uploaded.mode,
         agent_id=os.environ.get("PREFECT__WORKER_NAME"),
         flow_run_id=runtime.flow_run.id,
@@ -202,13 +258,15 @@ def _cut_and_upload(
                 # The request cannot be served as asked: fail with the reason alone.
                 return Failed(message=str(error))
         with _timed(timings, "upload"):
-            object_path = upload(clip, bucket, request.object_name)
+            upload(Path(scratch), bucket, request)
     return UploadedClip(
-        object_path=object_path,
+        object_path=request.object_name,
+        poster_path=request.poster_object_name,
         size_bytes=clip.size_bytes,
         duration_seconds=clip.duration_seconds,
         start_seconds=clip.start_seconds,
         end_seconds=clip.end_seconds,
+        clamped=clip.clamped,
         mode=clip.mode,
     )
 
@@ -244,6 +302,7 @@ def _artifact_key(hand_id: str) -> str:
 def _summary(
     request: ClipRequest, completion: ClipCompletion, bucket: GcsBucket, timings: dict[str, float]
 ) -> str:
+    clamped = " (end clamped to the recording)" if completion.clamped else ""
     timing_rows = "\n".join(f"| {name} | {seconds:.2f} s |" for name, seconds in timings.items())
     return f"""# Clip {request.hand_id}
 
@@ -252,11 +311,12 @@ def _summary(
 | request | `{request.request_id}` |
 | source | `{request.nas_video_path}` |
 | requested range | {request.start_seconds:.3f} s to {request.end_seconds:.3f} s |
-| cut range | {completion.cut_start_seconds:.3f} s to {completion.cut_end_seconds:.3f} s |
+| cut range | {completion.cut_start_seconds:.3f} s to {completion.cut_end_seconds:.3f} s{clamped} |
 | mode | {request.mode.value} |
 | duration | {completion.duration_seconds:.3f} s |
 | size | {completion.size_bytes:,} bytes |
 | object | `gs://{bucket.bucket}/{completion.object_name}` |
+| poster | [first frame]({completion.poster_url}) |
 | agent | {completion.agent_id or "-"} |
 
 | step | time |

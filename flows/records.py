@@ -17,10 +17,12 @@ class UploadedClip(BaseModel):
     """A clip that is safely stored under its final object name."""
 
     object_path: str
+    poster_path: str
     size_bytes: int
     duration_seconds: float
     start_seconds: float
     end_seconds: float
+    clamped: bool
     mode: ClipMode
 
 

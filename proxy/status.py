@@ -48,7 +48,21 @@ async def report_for_run(prefect: PrefectClient, request_id: str, run: FlowRun) 
         )
     if state is ClipState.FAILED:
         report.reason = run.state.message if run.state else None
+    if state is ClipState.PROCESSING:
+        report.progress = await _progress_of(prefect, run)
     return report
+
+
+async def _progress_of(prefect: PrefectClient, run: FlowRun) -> float | None:
+    """The cut's progress (percent) from the run's progress artifact, once it has one."""
+    artifacts = await prefect.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]),
+            type=ArtifactFilterType(any_=["progress"]),
+        ),
+        limit=1,
+    )
+    return float(artifacts[0].data) if artifacts and artifacts[0].data is not None else None
 
 
 async def _completion_of(prefect: PrefectClient, run: FlowRun) -> ClipCompletion:

@@ -1,6 +1,7 @@
 """Where the local stack listens and keeps its state; every value from ``CLIPPING_STACK_*``."""
 
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,18 @@ class StackConfig(BaseSettings):
     prefect_database_url: str | None = Field(
         default=None, description="Prefect server database (default: SQLite in the state dir)."
     )
+
+    @classmethod
+    def on_free_ports(cls, state_dir: Path) -> "StackConfig":
+        """A stack of its own (tests, benchmarks) beside any other one on this machine."""
+        return cls(
+            dir=state_dir,
+            prefect_port=_free_port(),
+            pubsub_port=_free_port(),
+            gcs_port=_free_port(),
+            token_port=_free_port(),
+            proxy_port=_free_port(),
+        )
 
     @field_validator("dir")
     @classmethod
@@ -103,3 +116,9 @@ class StackConfig(BaseSettings):
             "CLIPPING_PROXY_DATABASE_URL": f"sqlite:///{self.dir / 'proxy.db'}",
             "CLIPPING_WORK_DIR": str(self.dir / "scratch"),
         }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

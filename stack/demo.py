@@ -4,11 +4,11 @@ import time
 from pathlib import Path
 
 import httpx
-from google.cloud import pubsub_v1
 
 from clipping.messages import ClipCompletion, ClipState
 from clipping.settings import get_settings
 from cutting import probe
+from stack.completions import CompletionLog
 from stack.config import StackConfig
 from stack.provision import COMPLETIONS_AUDIT_SUBSCRIPTION, ensure_sample_recording
 
@@ -95,19 +95,8 @@ def _download(url: str, path: Path) -> None:
 
 def _completion_message(request_id: str, timeout_s: float = 30.0) -> ClipCompletion:
     """The request's message on clipping-complete, read from the stack's audit subscription."""
-    settings = get_settings()
-    subscription = settings.subscription_path(COMPLETIONS_AUDIT_SUBSCRIPTION)
-    deadline = time.monotonic() + timeout_s
-    with pubsub_v1.SubscriberClient() as subscriber:
-        while time.monotonic() < deadline:
-            response = subscriber.pull(subscription=subscription, max_messages=50, timeout=5.0)
-            if response.received_messages:
-                subscriber.acknowledge(
-                    subscription=subscription,
-                    ack_ids=[m.ack_id for m in response.received_messages],
-                )
-            for received in response.received_messages:
-                completion = ClipCompletion.model_validate_json(received.message.data)
-                if completion.request_id == request_id:
-                    return completion
-    raise DemoFailed(f"no completion message for {request_id} on {settings.completions_topic}")
+    log = CompletionLog(get_settings(), COMPLETIONS_AUDIT_SUBSCRIPTION)
+    try:
+        return log.wait_for(request_id, timeout_s)
+    finally:
+        log.close()

@@ -87,8 +87,8 @@ class Stack:
             )
             logger.info("%s ready", name)
 
-    def stop(self, name: str) -> None:
-        self.supervisor.stop(name)
+    def stop(self, name: str, *, kill: bool = False) -> None:
+        self.supervisor.stop(name, kill=kill)
 
     def components(self) -> dict[str, Component]:
         config, python = self.config, sys.executable

@@ -59,10 +59,15 @@ class Supervisor:
                 alive[pid_file.stem.split("-", 1)[1]] = pid
         return alive
 
-    def stop(self, name: str) -> None:
-        """Stop one started process (and its group) by name."""
+    def stop(self, name: str, *, kill: bool = False) -> None:
+        """Stop one started process and its group by name; ``kill``: SIGKILL, no grace."""
         for pid_file in self.run_dir.glob(f"*-{name}.pid"):
-            _stop_group(int(pid_file.read_text()))
+            pid = int(pid_file.read_text())
+            if kill:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+            else:
+                _stop_group(pid)
             pid_file.unlink()
 
     def stop_all(self) -> list[str]:

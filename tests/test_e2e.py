@@ -63,9 +63,16 @@ def test_a_requested_clip_arrives_behind_a_valid_signed_url(
     assert facts.lifetime == timedelta(days=7)
     assert facts.expires_at.isoformat().replace("+00:00", "Z") == status["expires_at"]
 
+    poster = httpx.get(status["poster_url"], timeout=30.0)
+    assert poster.status_code == 200
+    assert poster.content.startswith(b"\xff\xd8")  # a JPEG
+    verify_v4_url(status["poster_url"], load_pem_private_key(key, None).public_key())
+
     announced = completions.wait_for(request_id)
     assert announced.status is ClipState.COMPLETED
     assert announced.download_url == status["download_url"]
+    assert announced.poster_url == status["poster_url"]
+    assert announced.clamped is False
 
 
 def test_the_prefect_ui_shows_the_run_with_its_artifacts(
@@ -86,6 +93,8 @@ def test_the_prefect_ui_shows_the_run_with_its_artifacts(
     assert f"({status['download_url']})" in link["data"]
     summary = next(a for a in artifacts if a["type"] == "markdown" and a["key"] is None)
     assert str(recording) in summary["data"]
+    (progress,) = [artifact for artifact in artifacts if artifact["type"] == "progress"]
+    assert progress["data"] == 100.0
     (table,) = [artifact for artifact in artifacts if artifact["type"] == "table"]
     assert json.loads(table["data"])[0]["download_url"] == status["download_url"]
     page = httpx.get(
@@ -140,3 +149,14 @@ def test_a_clip_that_cannot_be_cut_fails_with_its_reason(
     assert announced.reason == status["reason"]
     time.sleep(2.0)
     assert completions.count(request_id) == 1
+
+
+def test_an_end_past_the_recording_is_clamped_and_reported(
+    proxy: httpx.Client, recording: Path
+) -> None:
+    body = clip_body(recording, start_seconds=15.0, end_seconds=40.0)
+    request_id = proxy.post("/v1/clip/request", json=body).json()["request_id"]
+    status = wait_until_finished(proxy, request_id)
+    assert status["status"] == "completed", status
+    assert status["clamped"] is True
+    assert status["cut_end_seconds"] == pytest.approx(20.0, abs=0.1)

@@ -1,0 +1,65 @@
+"""Backstop for the "rerun crashed runs" automation, run periodically by the listener.
+
+The automation reacts to each Crashed event. A worker that reports a crash late (it
+retries while the Prefect server is down) can overwrite the rescheduled state with a
+second Crashed whose event the automation misses; measured in bench/faults.py, that run
+stayed Crashed. The sweep reschedules clip runs left Crashed longer than
+``SWEEP_GRACE``, and fails for good (announcing it) a run that crashed
+``CLIPPING_MAX_FLOW_ATTEMPTS`` times, so a run crashing before it even starts is not
+rescheduled forever.
+"""
+
+import logging
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.states import AwaitingRetry, Failed
+
+from flows.clip_hand import announce_final_failure
+
+logger = logging.getLogger("clipping.listener")
+
+SWEEP_GRACE = timedelta(seconds=60)
+
+
+def sweep_crashed_runs(
+    prefect: SyncPrefectClient,
+    deployment_id: UUID,
+    max_attempts: int,
+    grace: timedelta = SWEEP_GRACE,
+) -> None:
+    for run in _crashed_runs(prefect, deployment_id):
+        if run.state is None or datetime.now(UTC) - run.state.timestamp < grace:
+            continue
+        crashes = sum(
+            1 for state in prefect.read_flow_run_states(run.id) if state.type is StateType.CRASHED
+        )
+        if crashes >= max_attempts:
+            reason = f"crashed {crashes} times; giving up"
+            prefect.set_flow_run_state(run.id, Failed(message=reason), force=True)
+            announce_final_failure(run, reason)
+            logger.error("flow run %s %s", run.id, reason)
+        else:
+            prefect.set_flow_run_state(
+                run.id, AwaitingRetry(message="rescheduled by the crash sweep"), force=True
+            )
+            logger.warning("flow run %s was left crashed; rescheduled", run.id)
+
+
+def _crashed_runs(prefect: SyncPrefectClient, deployment_id: UUID) -> list[FlowRun]:
+    return prefect.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED]))
+        ),
+        limit=50,
+    )
