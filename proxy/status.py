@@ -22,7 +22,8 @@ _STATE_OF_RUN = {
     StateType.CANCELLING: ClipState.PROCESSING,
     StateType.COMPLETED: ClipState.COMPLETED,
     StateType.FAILED: ClipState.FAILED,
-    StateType.CRASHED: ClipState.FAILED,
+    # Not final here: the crash automation (or the listener's sweep) reruns it or fails it.
+    StateType.CRASHED: ClipState.QUEUED,
     StateType.CANCELLED: ClipState.FAILED,
 }
 

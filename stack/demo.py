@@ -38,13 +38,12 @@ def run_demo(config: StackConfig, timeout_s: float = 180.0) -> str:
                 "nas_video_path": str(sample),
                 "start_seconds": 20.0,
                 "end_seconds": 50.0,
-                "mode": "copy",
             },
         )
         if answer.status_code != 202:
             raise DemoFailed(f"request refused: {answer.status_code} {answer.text}")
         request_id = answer.json()["request_id"]
-        print(f"requested clip {request_id}: 20 s to 50 s of {sample.name}")
+        print(f"requested clip {request_id}: 20 s to 50 s of {sample.name} (accurate mode)")
         status = _wait_for_clip(proxy, request_id, timeout_s)
         timings["POST -> completed"] = time.perf_counter() - posted_at
 
@@ -60,6 +59,10 @@ def run_demo(config: StackConfig, timeout_s: float = 180.0) -> str:
     print(
         f"probed: {info.duration_seconds:.2f} s {info.video_codec} {info.width}x{info.height},"
         f" audio {', '.join(info.audio_codecs) or 'none'}"
+    )
+    print(
+        f"cut {status['cut_start_seconds']:.3f} s to {status['cut_end_seconds']:.3f} s"
+        f" in {status['mode']} mode; poster {'signed' if status.get('poster_url') else 'missing'}"
     )
     print(f"completion on clipping-complete: {completion.status.value} by {completion.agent_id}")
     for step, seconds in timings.items():

@@ -65,8 +65,12 @@ def _objects(prefix: str) -> list[storage.Blob]:
 def _assert_exactly_once(
     prefect_api: httpx.Client, completions: CompletionLog, request: ClipRequest
 ) -> None:
-    assert len(runs_for(prefect_api, request.request_id)) == 1
     assert completions.count(request.request_id) == 1
+    _assert_exactly_once_runs_and_objects(prefect_api, request)
+
+
+def _assert_exactly_once_runs_and_objects(prefect_api: httpx.Client, request: ClipRequest) -> None:
+    assert len(runs_for(prefect_api, request.request_id)) == 1
     assert sorted(blob.name for blob in _objects(f"{request.hand_id}/")) == sorted(
         [request.object_name, request.poster_object_name]
     )
@@ -281,7 +285,7 @@ def test_a_flow_process_killed_mid_upload_is_rerun_and_the_object_is_whole(
     assert _objects(object_name) == [], "the upload finished before the kill"
 
     status = wait_until_finished(proxy, request_id)
-    assert status["status"] == "completed", status
+    assert status["status"] == "completed", status["reason"]
     states = [
         state["type"]
         for state in prefect_api.get("/flow_run_states/", params={"flow_run_id": run_id}).json()
@@ -402,3 +406,24 @@ def test_the_crash_sweep_gives_up_on_a_run_that_keeps_crashing(
     # finds the request announced and stops: never a second message.
     time.sleep(DUPLICATE_GRACE_S)
     assert completions.count("crashy-1") == 1
+
+
+def test_a_reused_request_id_with_another_body_is_rejected_not_clipped(
+    settings_of_stack: Settings,
+    recording: Path,
+    completions: CompletionLog,
+    prefect_api: httpx.Client,
+) -> None:
+    first = _request(recording, "reused-1", "hand-reused")
+    _publish(settings_of_stack, first.model_dump_json().encode())
+    assert completions.wait_for("reused-1").status is ClipState.COMPLETED
+    second = _request(recording, "reused-1", "hand-reused", end_seconds=12.0)
+    _publish(settings_of_stack, second.model_dump_json().encode())
+    deadline = time.monotonic() + 60
+    while completions.count("reused-1") < 2:
+        assert time.monotonic() < deadline, "no answer to the conflicting request"
+        time.sleep(0.2)
+    rejection = completions.all_for("reused-1")[1]
+    assert rejection.status is ClipState.REJECTED
+    assert rejection.reason == "request_id was already used for a different request"
+    _assert_exactly_once_runs_and_objects(prefect_api, first)
