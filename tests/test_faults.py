@@ -380,25 +380,25 @@ def _crashed_run(prefect: SyncPrefectClient, request: ClipRequest, crashes: int)
     return run.id
 
 
+def _sweep_after_crashes(request: ClipRequest, crashes: int) -> None:
+    """Leave a run of ``request`` Crashed ``crashes`` times, then sweep (max 4 attempts)."""
+    with get_client(sync_client=True) as prefect:
+        run_id = _crashed_run(prefect, request, crashes)
+        deployment_id = prefect.read_flow_run(run_id).deployment_id
+        sweep_crashed_runs(prefect, deployment_id, max_attempts=4, grace=timedelta(0))
+
+
 def test_the_crash_sweep_reruns_a_run_left_crashed(
     live_stack: Stack, recording: Path, completions: CompletionLog
 ) -> None:
-    request = _request(recording, "swept-1", "hand-swept")
-    with get_client(sync_client=True) as prefect:
-        run_id = _crashed_run(prefect, request, crashes=1)
-        deployment_id = prefect.read_flow_run(run_id).deployment_id
-        sweep_crashed_runs(prefect, deployment_id, max_attempts=4, grace=timedelta(0))
+    _sweep_after_crashes(_request(recording, "swept-1", "hand-swept"), crashes=1)
     assert completions.wait_for("swept-1").status is ClipState.COMPLETED
 
 
 def test_the_crash_sweep_gives_up_on_a_run_that_keeps_crashing(
     live_stack: Stack, recording: Path, completions: CompletionLog
 ) -> None:
-    request = _request(recording, "crashy-1", "hand-crashy")
-    with get_client(sync_client=True) as prefect:
-        run_id = _crashed_run(prefect, request, crashes=4)
-        deployment_id = prefect.read_flow_run(run_id).deployment_id
-        sweep_crashed_runs(prefect, deployment_id, max_attempts=4, grace=timedelta(0))
+    _sweep_after_crashes(_request(recording, "crashy-1", "hand-crashy"), crashes=4)
     failure = completions.wait_for("crashy-1")
     assert failure.status is ClipState.FAILED
     assert failure.reason == "crashed 4 times; giving up"
