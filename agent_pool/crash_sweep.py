@@ -5,8 +5,9 @@ retries while the Prefect server is down) can overwrite the rescheduled state wi
 second Crashed whose event the automation misses; measured in bench/faults.py, that run
 stayed Crashed. The sweep reschedules clip runs left Crashed longer than
 ``SWEEP_GRACE``, and fails for good (announcing it) a run that crashed
-``CLIPPING_MAX_FLOW_ATTEMPTS`` times, so a run crashing before it even starts is not
-rescheduled forever.
+``CLIPPING_MAX_FLOW_ATTEMPTS`` times, whether it is left Crashed or was rescheduled
+again by the automation (which cannot count), so a run crashing before it even starts
+is not rescheduled forever.
 """
 
 import logging
@@ -19,6 +20,7 @@ from prefect.client.schemas.filters import (
     DeploymentFilterId,
     FlowRunFilter,
     FlowRunFilterState,
+    FlowRunFilterStateName,
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
@@ -37,9 +39,7 @@ def sweep_crashed_runs(
     max_attempts: int,
     grace: timedelta = SWEEP_GRACE,
 ) -> None:
-    for run in _crashed_runs(prefect, deployment_id):
-        if run.state is None or datetime.now(UTC) - run.state.timestamp < grace:
-            continue
+    for run in _crashed_or_rescheduled_runs(prefect, deployment_id):
         crashes = sum(
             1 for state in prefect.read_flow_run_states(run.id) if state.type is StateType.CRASHED
         )
@@ -48,18 +48,29 @@ def sweep_crashed_runs(
             prefect.set_flow_run_state(run.id, Failed(message=reason), force=True)
             announce_final_failure(run, reason)
             logger.error("flow run %s %s", run.id, reason)
-        else:
+        elif run.state_type is StateType.CRASHED and _age(run) >= grace:
             prefect.set_flow_run_state(
                 run.id, AwaitingRetry(message="rescheduled by the crash sweep"), force=True
             )
             logger.warning("flow run %s was left crashed; rescheduled", run.id)
 
 
-def _crashed_runs(prefect: SyncPrefectClient, deployment_id: UUID) -> list[FlowRun]:
-    return prefect.read_flow_runs(
-        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-        flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED]))
-        ),
-        limit=50,
-    )
+def _age(run: FlowRun) -> timedelta:
+    return datetime.now(UTC) - run.state.timestamp if run.state else timedelta(0)
+
+
+def _crashed_or_rescheduled_runs(prefect: SyncPrefectClient, deployment_id: UUID) -> list[FlowRun]:
+    """Runs left Crashed, and runs awaiting a retry (the automation cannot count crashes)."""
+    of_deployment = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    return [
+        run
+        for state in (
+            FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED])),
+            FlowRunFilterState(name=FlowRunFilterStateName(any_=["AwaitingRetry"])),
+        )
+        for run in prefect.read_flow_runs(
+            deployment_filter=of_deployment,
+            flow_run_filter=FlowRunFilter(state=state),
+            limit=200,
+        )
+    ]
