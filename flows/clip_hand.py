@@ -201,6 +201,8 @@ def clip_hand(request: ClipRequest) -> ClipCompletion | State:
     records = ClipRecords(bucket, request.request_id)
     if (announced := records.announced()) is not None:
         get_run_logger().info("already announced as %s; nothing left to do", announced.status)
+        if announced.status is ClipState.FAILED:
+            return Failed(message=announced.reason)
         return announced
     timings: dict[str, float] = {}
     uploaded = records.uploaded()
