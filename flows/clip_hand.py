@@ -166,7 +166,7 @@ def announce_final_failure(flow_run: FlowRun, reason: str) -> str | None:
     """Publish ``failed`` for the run's request unless it was announced; the message id."""
     request = flow_run.parameters.get("request", {})
     records = ClipRecords(load_clip_bucket(get_settings()), request.get("request_id", ""))
-    if records.announced() is not None:
+    if records.announced() is not None or not records.claim_announcement():
         return None
     completion = ClipCompletion(
         request_id=request.get("request_id"),
@@ -238,6 +238,9 @@ def clip_hand(request: ClipRequest) -> ClipCompletion | State:
         flow_run_id=runtime.flow_run.id,
     )
     _publish_artifacts(request, completion, bucket, timings)
+    if not records.claim_announcement():
+        get_run_logger().info("another attempt of this run is announcing it")
+        return completion
     # Announce, then record: a crash in between repeats the message (consumers dedupe on
     # request_id) rather than losing it.
     notify(completion)

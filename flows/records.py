@@ -6,11 +6,18 @@ the bucket (``_records/{request_id}/...``) because a rerun may land on another N
 ids cannot start with ``_``, so records never collide with clips.
 """
 
-from google.api_core.exceptions import NotFound
+import time
+from datetime import UTC, datetime, timedelta
+
+from google.api_core.exceptions import NotFound, PreconditionFailed
 from prefect_gcp.cloud_storage import GcsBucket
 from pydantic import BaseModel
 
 from clipping.messages import ClipCompletion, ClipMode
+
+# Announcing (publish + record) takes under a second; publish retries can stretch it.
+CLAIM_TIMEOUT = timedelta(seconds=60)
+CLAIM_POLL_S = 1.0
 
 
 class UploadedClip(BaseModel):
@@ -37,6 +44,31 @@ class ClipRecords:
 
     def record_upload(self, clip: UploadedClip) -> None:
         self._write("uploaded.json", clip)
+
+    def claim_announcement(self) -> bool:
+        """Wait until this attempt may announce the request (True) or another one did (False).
+
+        Two attempts of one run can execute at once (a late second crash report makes the
+        rerun automation fire twice). The claim is an object created only if absent, so one
+        attempt announces while the other waits for its record. A claim older than
+        ``CLAIM_TIMEOUT`` was left by an attempt that died before announcing, and is taken
+        over: a late duplicate is possible then, a lost announcement is not.
+        """
+        claim = self._bucket.get_bucket().blob(f"{self._prefix}/announcing")
+        generation = 0
+        while True:
+            try:
+                claim.upload_from_string(b"", if_generation_match=generation)
+                return True
+            except PreconditionFailed:
+                pass
+            if self.announced() is not None:
+                return False
+            claim.reload()
+            if datetime.now(UTC) - claim.updated >= CLAIM_TIMEOUT:
+                generation = claim.generation
+            else:
+                time.sleep(CLAIM_POLL_S)
 
     def announced(self) -> ClipCompletion | None:
         data = self._read("announced.json")

@@ -9,6 +9,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
@@ -23,9 +24,11 @@ from prefect.states import AwaitingRetry, Crashed
 
 from agent_pool.crash_sweep import sweep_crashed_runs
 from agent_pool.listener import RequestListener
-from clipping.messages import ClipRequest, ClipState
+from blocks import load_clip_bucket
+from clipping.messages import ClipCompletion, ClipRequest, ClipState
 from clipping.settings import Settings, get_settings
 from cutting import probe
+from flows.records import ClipRecords
 from stack.lifecycle import Stack
 from stack.provision import ensure_sample_recording
 from tests.live_stack import CompletionLog, clip_body, runs_for, wait_until_finished
@@ -427,3 +430,15 @@ def test_a_reused_request_id_with_another_body_is_rejected_not_clipped(
     assert rejection.status is ClipState.REJECTED
     assert rejection.reason == "request_id was already used for a different request"
     _assert_exactly_once_runs_and_objects(prefect_api, first)
+
+
+def test_of_two_attempts_announcing_at_once_only_one_announces(live_stack: Stack) -> None:
+    bucket = load_clip_bucket(get_settings())
+    first, second = ClipRecords(bucket, "claim-1"), ClipRecords(bucket, "claim-1")
+    assert first.claim_announcement() is True
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(second.claim_announcement)
+        time.sleep(2.5)
+        assert not waiting.done(), "the second attempt must wait for the first one's record"
+        first.record_announcement(ClipCompletion(request_id="claim-1", status=ClipState.COMPLETED))
+        assert waiting.result(timeout=30) is False
