@@ -57,6 +57,8 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args()
+    # SIGTERM (a timeout, an operator) must still stop the stack and drop the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ["CLIPPING_PUBSUB_EMULATOR"] = "fallback"  # see tests/test_pubsub_emulators.py
     database = f"clipping_bench_{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as state:
