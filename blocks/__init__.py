@@ -5,6 +5,6 @@
 ``python -m deployments``; the flow loads the bucket by name.
 """
 
-from blocks.gcs import load_clip_bucket, save_clip_blocks, signing_credentials
+from blocks.gcs import load_clip_bucket, save_clip_blocks, signing_credentials, storage_bucket
 
-__all__ = ["load_clip_bucket", "save_clip_blocks", "signing_credentials"]
+__all__ = ["load_clip_bucket", "save_clip_blocks", "signing_credentials", "storage_bucket"]

@@ -2,6 +2,7 @@
 
 import json
 
+from google.cloud.storage import Bucket
 from google.oauth2.service_account import Credentials as ServiceAccountCredentials
 from prefect_gcp import GcpCredentials
 from prefect_gcp.cloud_storage import GcsBucket
@@ -25,6 +26,15 @@ def save_clip_blocks(settings: Settings) -> GcsBucket:
 
 def load_clip_bucket(settings: Settings) -> GcsBucket:
     return GcsBucket.load(settings.gcs_block)
+
+
+def storage_bucket(bucket: GcsBucket) -> Bucket:
+    """The bucket as a storage-client object: one client (one token) for all its calls.
+
+    Unlike ``GcsBucket.get_bucket`` it makes no request; every ``GcsBucket`` file method
+    builds a new client and fetches a new token, which a run would otherwise do per call.
+    """
+    return bucket.gcp_credentials.get_cloud_storage_client().bucket(bucket.bucket)
 
 
 def signing_credentials(bucket: GcsBucket) -> ServiceAccountCredentials:

@@ -15,10 +15,10 @@ OFFICIAL_PUBSUB_EMULATOR = Path(
 )
 
 
-def pubsub_command(host: str, port: int, *, prefer_official: bool = True) -> list[str]:
+def pubsub_command(host: str, port: int) -> list[str]:
     """The command that starts a Pub/Sub emulator listening on host:port.
 
-    The official emulator if it is installed and preferred, else the in-memory fallback.
+    The official emulator if it is installed, else the in-memory fallback.
     ``CLIPPING_PUBSUB_EMULATOR`` overrides the choice: ``auto`` (default), ``official``
     (an error if it is not installed) or ``fallback``.
     """
@@ -31,9 +31,7 @@ def pubsub_command(host: str, port: int, *, prefer_official: bool = True) -> lis
             f"installed at {OFFICIAL_PUBSUB_EMULATOR} (apt package "
             f"google-cloud-cli-pubsub-emulator); set it to auto or fallback to use emulators.pubsub"
         )
-    if choice == "official" or (
-        choice == "auto" and prefer_official and OFFICIAL_PUBSUB_EMULATOR.exists()
-    ):
+    if choice == "official" or (choice == "auto" and OFFICIAL_PUBSUB_EMULATOR.exists()):
         return [str(OFFICIAL_PUBSUB_EMULATOR), f"--host={host}", f"--port={port}"]
     return [sys.executable, "-m", "emulators.pubsub", "--host", host, "--port", str(port)]
 

@@ -34,7 +34,7 @@ from prefect.states import Failed, State
 from prefect_gcp.cloud_storage import GcsBucket
 from pydantic import BaseModel
 
-from blocks import load_clip_bucket, signing_credentials
+from blocks import load_clip_bucket, signing_credentials, storage_bucket
 from clipping.messages import ClipCompletion, ClipRequest, ClipState
 from clipping.pubsub import publish_model
 from clipping.settings import get_settings
@@ -92,7 +92,7 @@ def upload(scratch: Path, bucket: GcsBucket, request: ClipRequest) -> None:
     nothing behind.
     """
     chunk_bytes = get_settings().upload_chunk_bytes
-    gcs = bucket.get_bucket()
+    gcs = storage_bucket(bucket)
     for local, object_name, content_type in (
         (scratch / "clip.mp4", request.object_name, "video/mp4"),
         (scratch / POSTER_FILE, request.poster_object_name, "image/jpeg"),
@@ -107,7 +107,7 @@ def upload(scratch: Path, bucket: GcsBucket, request: ClipRequest) -> None:
 @task(name="sign")
 def sign(bucket: GcsBucket, object_names: list[str], ttl: timedelta) -> list[SignedUrl]:
     credentials = signing_credentials(bucket)
-    gcs = bucket.get_bucket()
+    gcs = storage_bucket(bucket)
     urls = [
         gcs.blob(name).generate_signed_url(
             version="v4", method="GET", expiration=ttl, credentials=credentials
@@ -165,7 +165,9 @@ def announce_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
 def announce_final_failure(flow_run: FlowRun, reason: str) -> str | None:
     """Publish ``failed`` for the run's request unless it was announced; the message id."""
     request = flow_run.parameters.get("request", {})
-    records = ClipRecords(load_clip_bucket(get_settings()), request.get("request_id", ""))
+    records = ClipRecords(
+        storage_bucket(load_clip_bucket(get_settings())), request.get("request_id", "")
+    )
     if records.announced() is not None or not records.claim_announcement():
         return None
     completion = ClipCompletion(
@@ -198,7 +200,7 @@ def clip_hand(request: ClipRequest) -> ClipCompletion | State:
     if attempt > settings.max_flow_attempts:
         return Failed(message=f"gave up after {attempt - 1} attempts (crashes or failures)")
     bucket = load_clip_bucket(settings)
-    records = ClipRecords(bucket, request.request_id)
+    records = ClipRecords(storage_bucket(bucket), request.request_id)
     if (announced := records.announced()) is not None:
         get_run_logger().info("already announced as %s; nothing left to do", announced.status)
         if announced.status is ClipState.FAILED:

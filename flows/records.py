@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from google.api_core.exceptions import NotFound, PreconditionFailed
-from prefect_gcp.cloud_storage import GcsBucket
+from google.cloud.storage import Bucket
 from pydantic import BaseModel
 
 from clipping.messages import ClipCompletion, ClipMode
@@ -34,7 +34,7 @@ class UploadedClip(BaseModel):
 
 
 class ClipRecords:
-    def __init__(self, bucket: GcsBucket, request_id: str) -> None:
+    def __init__(self, bucket: Bucket, request_id: str) -> None:
         self._bucket = bucket
         self._prefix = f"_records/{request_id}"
 
@@ -54,7 +54,7 @@ class ClipRecords:
         ``CLAIM_TIMEOUT`` was left by an attempt that died before announcing, and is taken
         over: a late duplicate is possible then, a lost announcement is not.
         """
-        claim = self._bucket.get_bucket().blob(f"{self._prefix}/announcing")
+        claim = self._bucket.blob(f"{self._prefix}/announcing")
         generation = 0
         while True:
             try:
@@ -79,9 +79,11 @@ class ClipRecords:
 
     def _read(self, name: str) -> bytes | None:
         try:
-            return self._bucket.read_path(f"{self._prefix}/{name}")
+            return self._bucket.blob(f"{self._prefix}/{name}").download_as_bytes()
         except NotFound:
             return None
 
     def _write(self, name: str, record: BaseModel) -> None:
-        self._bucket.write_path(f"{self._prefix}/{name}", record.model_dump_json().encode())
+        self._bucket.blob(f"{self._prefix}/{name}").upload_from_string(
+            record.model_dump_json(), content_type="application/json"
+        )
