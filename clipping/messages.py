@@ -6,9 +6,10 @@ parameter; ``ClipCompletion`` is the body of a ``clipping-complete`` message;
 """
 
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -134,7 +135,12 @@ class ClipStatusReport(ClipOutcome):
 
 def describe_validation_error(error: ValidationError) -> str:
     """One line a caller can read: ``field: problem; field: problem``."""
+    return describe_problems(error.errors(include_url=False))
+
+
+def describe_problems(problems: Sequence[Mapping[str, Any]]) -> str:
+    """``describe_validation_error`` for the problem list of a pydantic or FastAPI error."""
     return "; ".join(
-        f"{'.'.join(str(part) for part in detail['loc']) or 'message'}: {detail['msg']}"
-        for detail in error.errors(include_url=False)
+        f"{'.'.join(str(part) for part in problem['loc']) or 'message'}: {problem['msg']}"
+        for problem in problems
     )

@@ -68,11 +68,6 @@ class Settings(BaseSettings):
         gt=0,
         description="Runs of one clip (retries and reruns after crashes) before it fails for good.",
     )
-    proxy_database_url: str = Field(
-        default="sqlite:///clipping-proxy.db",
-        description="SQLAlchemy URL of the proxy's record of accepted requests "
-        "(PostgreSQL in production).",
-    )
     upload_chunk_bytes: int = Field(
         default=8 * 1024 * 1024,
         gt=0,

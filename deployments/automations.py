@@ -6,6 +6,12 @@ Applied idempotently by ``python -m deployments``:
   at start) is marked Crashed by its worker; it is put back to Scheduled
   (``AwaitingRetry``) so a worker runs it again, and the flow skips the steps its records
   show as done. The flow gives up after ``CLIPPING_MAX_FLOW_ATTEMPTS`` runs.
+- **crash runs that stopped beating**: a running clip run emits a liveness beat every
+  few seconds (``flows/liveness.py``); when neither a beat nor a later state follows
+  within ``ALIVE_WITHIN`` its process or host is gone (a kill -9 of the worker and the
+  flow together, a power loss), so the run is marked Crashed, and the first automation
+  reruns it on a surviving worker. The change is proposed, not forced: Prefect refuses
+  to turn a finished run into a crashed one.
 - **reschedule runs stuck before running**: a worker that dies after claiming a run
   (Pending/Submitting) leaves it there forever; if no later state follows within
   ``STUCK_BEFORE_RUNNING``, the run is rescheduled for the other worker.
@@ -17,6 +23,8 @@ from uuid import UUID
 
 from prefect.automations import Automation, ChangeFlowRunState, EventTrigger, Posture
 from prefect.client.schemas.objects import StateType
+
+from flows.liveness import ALIVE_EVENT, ALIVE_WITHIN
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +55,28 @@ def recovery_automations(deployment_id: UUID) -> list[Automation]:
                 within=timedelta(0),
             ),
             actions=[_reschedule("rescheduled after a crash")],
+        ),
+        Automation(
+            name="clip-hand: crash runs that stopped beating",
+            description="A running clip run whose liveness beats stopped lost its host: "
+            "mark it Crashed so it is rerun elsewhere.",
+            trigger=EventTrigger(
+                after={ALIVE_EVENT},
+                expect={ALIVE_EVENT, "prefect.flow-run.heartbeat", *_LATER_STATES},
+                for_each={"prefect.resource.id"},
+                match={"prefect.resource.id": "prefect.flow-run.*"},
+                match_related=of_clip_runs,
+                posture=Posture.Proactive,
+                threshold=1,
+                within=ALIVE_WITHIN,
+            ),
+            actions=[
+                ChangeFlowRunState(
+                    state=StateType.CRASHED,
+                    message=f"no liveness beat for {ALIVE_WITHIN.total_seconds():g} s "
+                    "(worker or host lost)",
+                )
+            ],
         ),
         Automation(
             name="clip-hand: reschedule runs stuck before running",

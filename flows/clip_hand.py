@@ -39,6 +39,7 @@ from clipping.messages import ClipCompletion, ClipRequest, ClipState
 from clipping.pubsub import publish_model
 from clipping.settings import get_settings
 from cutting import CutClip, CutError, cut_clip, write_poster
+from flows.liveness import beating
 from flows.records import ClipRecords, UploadedClip
 
 POSTER_FILE = "poster.jpg"
@@ -195,6 +196,11 @@ def clip_hand(request: ClipRequest) -> ClipCompletion | State:
     Steps already done by an earlier attempt (a retry, or a rerun after a crash) are read
     from the request's records instead of being done again.
     """
+    with beating():
+        return _clip(request)
+
+
+def _clip(request: ClipRequest) -> ClipCompletion | State:
     settings = get_settings()
     attempt = runtime.flow_run.run_count
     if attempt > settings.max_flow_attempts:

@@ -1,30 +1,56 @@
-"""FastAPI app: ``POST /v1/clip/request`` and ``GET /v1/clip/{request_id}/status``.
+"""The M6 API: clip requests and their status, and the NAS agents for operators.
 
-    PREFECT_API_URL=http://127.0.0.1:4200/api uvicorn proxy.app:create_app --factory --port 8080
+    CLIPPING_PROXY_API_KEYS_FILE=/etc/clipping/api-keys \\
+    PREFECT_API_URL=http://127.0.0.1:4200/api \\
+    uvicorn proxy.app:create_app --factory --port 8080
 
-A request is validated with the shared ``ClipRequest`` model (NAS-root confinement
-included) before anything is published, recorded as accepted, then published to
-``clipping-requests``. Status comes from Prefect: the flow run whose idempotency key is the
-request id, and the completion artifact it leaves.
+Endpoints (``openapi.yaml`` documents every answer):
+
+- ``POST /v1/clip/request`` (scope ``clip``): validated with the shared ``ClipRequest``
+  model (NAS-root confinement included) before anything is published, recorded as
+  accepted, published to ``clipping-requests``; 202 with the status URL.
+- ``GET /v1/clip/{request_id}/status`` (scope ``clip``): from Prefect, the flow run whose
+  idempotency key is the request id and the artifacts it leaves; ``queued`` from the
+  accepted record until the run exists.
+- ``GET /v1/admin/agents``, ``POST /v1/admin/agents/{agent_id}/failover|resume`` (scope
+  ``admin``): the workers of the pool; drain an agent (its runs move to the others) or
+  take it back.
+- ``GET /health``: open.
+
+Keys are bearer tokens (``proxy.auth``); the request endpoint is limited in body size
+(413) and rate per key (429).
 """
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prefect.client.orchestration import PrefectClient, get_client
+from prefect.exceptions import PrefectHTTPStatusError
 from pydantic import BaseModel
 
-from clipping.messages import ClipState, ClipStatusReport, NewClipRequest
+from clipping import drain
+from clipping.messages import ClipState, ClipStatusReport, NewClipRequest, describe_problems
 from clipping.pubsub import publish_model
 from clipping.settings import Settings, get_settings
 from proxy.accepted import AcceptedRequests, RequestIdConflict
+from proxy.agents import AgentReport, AgentStatus, UnknownAgent, agent_report, agent_reports
+from proxy.auth import ApiKeys, Scope, digest
+from proxy.limits import BodySizeLimit, RateLimiter
+from proxy.settings import ProxySettings, get_proxy_settings
 from proxy.status import find_run, report_for_run
 
 logger = logging.getLogger("clipping.proxy")
+
+API_VERSION = "1.0.0"
 
 
 class ClipAccepted(BaseModel):
@@ -33,18 +59,75 @@ class ClipAccepted(BaseModel):
     status_url: str
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class Problem(BaseModel):
+    """Every error answer: one line saying what was wrong."""
+
+    detail: str
+
+
+_PROBLEMS = {
+    401: "No API key, or not a known one.",
+    403: "The key lacks the scope this endpoint needs.",
+    404: "No such request or agent.",
+    409: "Conflicts with an earlier request, or with the pool's state.",
+    413: "The request body is too large.",
+    422: "The request is invalid; the detail names each field and its problem.",
+    429: "Too many requests with this key; retry after the Retry-After header's seconds.",
+    503: "A service behind the proxy (Prefect, Pub/Sub) is unreachable; retry later.",
+}
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": Problem, "description": _PROBLEMS[code]} for code in codes}
+
+
+bearer = HTTPBearer(auto_error=False, description="An API key with the endpoint's scope.")
+
+
+def create_app(
+    settings: Settings | None = None, proxy_settings: ProxySettings | None = None
+) -> FastAPI:
     settings = settings or get_settings()
+    proxy_settings = proxy_settings or get_proxy_settings()
+    keys = ApiKeys.from_settings(proxy_settings)
+    limiter = RateLimiter(proxy_settings.requests_per_minute, proxy_settings.request_burst)
+    if not keys.scopes_by_digest:
+        logger.warning("no API keys configured: every endpoint but /health answers 401")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.accepted = AcceptedRequests(settings.proxy_database_url)
+        app.state.accepted = AcceptedRequests(proxy_settings.database_url)
         async with get_client() as prefect:
             app.state.prefect = prefect
             yield
         app.state.accepted.close()
 
-    app = FastAPI(title="Clipping service", version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Clipping service",
+        version=API_VERSION,
+        description="Clips of poker hands from NAS recordings, for M6 and operators.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=proxy_settings.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    for unreachable in (httpx.HTTPError, PrefectHTTPStatusError):
+        app.add_exception_handler(unreachable, _backend_unreachable)
+
+    def require(scope: Scope) -> Callable[..., Awaitable[str]]:
+        async def caller(
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        ) -> str:
+            """The caller's key digest, once its key is known and holds ``scope``."""
+            if credentials is None:
+                raise _unauthorized("an API key is required (Authorization: Bearer <key>)")
+            scopes = keys.scopes_of(credentials.credentials)
+            if not scopes:
+                raise _unauthorized("the API key is not valid")
+            if scope not in scopes:
+                raise HTTPException(status.HTTP_403_FORBIDDEN, f"the key lacks scope {scope}")
+            return digest(credentials.credentials)
+
+        return caller
 
     def accepted(request: Request) -> AcceptedRequests:
         return request.app.state.accepted
@@ -52,16 +135,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def prefect(request: Request) -> PrefectClient:
         return request.app.state.prefect
 
-    @app.get("/health")
+    @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/v1/clip/request", status_code=status.HTTP_202_ACCEPTED)
+    @app.post(
+        "/v1/clip/request",
+        status_code=status.HTTP_202_ACCEPTED,
+        tags=["clips"],
+        responses=_problems(401, 403, 409, 413, 422, 429, 503),
+    )
     async def request_clip(
         clip: NewClipRequest,
         request: Request,
+        caller: Annotated[str, Depends(require(Scope.CLIP))],
         accepted: Annotated[AcceptedRequests, Depends(accepted)],
     ) -> ClipAccepted:
+        """Queue a clip. Repeating a body with the same ``request_id`` answers the same."""
+        if wait := limiter.retry_after(caller):
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                "too many clip requests with this key",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
         try:
             is_new = accepted.accept(clip)
         except RequestIdConflict:
@@ -75,12 +171,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status_url=str(request.url_for("clip_status", request_id=clip.request_id)),
         )
 
-    @app.get("/v1/clip/{request_id}/status", name="clip_status")
+    @app.get(
+        "/v1/clip/{request_id}/status",
+        name="clip_status",
+        tags=["clips"],
+        responses=_problems(401, 403, 404, 503),
+    )
     async def clip_status(
         request_id: str,
+        _: Annotated[str, Depends(require(Scope.CLIP))],
         accepted: Annotated[AcceptedRequests, Depends(accepted)],
         prefect: Annotated[PrefectClient, Depends(prefect)],
     ) -> ClipStatusReport:
+        """``queued``, ``processing`` (with progress), ``completed`` or ``failed``."""
         run = await find_run(prefect, request_id)
         if run is not None:
             return await report_for_run(prefect, request_id, run)
@@ -88,7 +191,82 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return ClipStatusReport(request_id=request_id, status=ClipState.QUEUED)
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no clip request {request_id!r}")
 
+    @app.get("/v1/admin/agents", tags=["agents"], responses=_problems(401, 403, 503))
+    async def list_agents(
+        _: Annotated[str, Depends(require(Scope.ADMIN))],
+        prefect: Annotated[PrefectClient, Depends(prefect)],
+    ) -> list[AgentReport]:
+        """Every worker of the pool: status, last heartbeat, the runs it is executing."""
+        return await agent_reports(prefect, settings.work_pool)
+
+    @app.post(
+        "/v1/admin/agents/{agent_id}/failover",
+        tags=["agents"],
+        responses=_problems(401, 403, 404, 409, 503),
+    )
+    async def failover_agent(
+        agent_id: str,
+        _: Annotated[str, Depends(require(Scope.ADMIN))],
+        prefect: Annotated[PrefectClient, Depends(prefect)],
+    ) -> AgentReport:
+        """Drain the agent: it takes no new runs and hands its runs to the other agents.
+
+        Refused (409) when no other agent is online to take them. Idempotent.
+        """
+        reports = await agent_reports(prefect, settings.work_pool)
+        if agent_id not in {report.agent_id for report in reports}:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id!r} in the pool")
+        if not any(r.status is AgentStatus.ONLINE and r.agent_id != agent_id for r in reports):
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, "no other agent is online to take over its runs"
+            )
+        await drain.drain(prefect, agent_id)
+        logger.warning("agent %s drained through the admin API", agent_id)
+        return await agent_report(prefect, settings.work_pool, agent_id)
+
+    @app.post(
+        "/v1/admin/agents/{agent_id}/resume",
+        tags=["agents"],
+        responses=_problems(401, 403, 404, 503),
+    )
+    async def resume_agent(
+        agent_id: str,
+        _: Annotated[str, Depends(require(Scope.ADMIN))],
+        prefect: Annotated[PrefectClient, Depends(prefect)],
+    ) -> AgentReport:
+        """Let a drained agent take runs again. Idempotent."""
+        try:
+            await agent_report(prefect, settings.work_pool, agent_id)
+        except UnknownAgent:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, f"no agent {agent_id!r} in the pool"
+            ) from None
+        await drain.resume(prefect, agent_id)
+        logger.warning("agent %s resumed through the admin API", agent_id)
+        return await agent_report(prefect, settings.work_pool, agent_id)
+
     return app
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+async def _invalid_request(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    return JSONResponse(
+        {"detail": describe_problems(error.errors())}, status.HTTP_422_UNPROCESSABLE_ENTITY
+    )
+
+
+async def _backend_unreachable(request: Request, error: Exception) -> JSONResponse:
+    logger.error("%s %s: Prefect unreachable: %s", request.method, request.url.path, error)
+    return JSONResponse(
+        {"detail": "the orchestrator is unreachable; retry later"},
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
 
 
 async def _publish(settings: Settings, clip: NewClipRequest, accepted: AcceptedRequests) -> None:

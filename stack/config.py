@@ -1,5 +1,6 @@
 """Where the local stack listens and keeps its state; every value from ``CLIPPING_STACK_*``."""
 
+import json
 import os
 import socket
 from collections.abc import Iterator
@@ -26,6 +27,9 @@ class StackConfig(BaseSettings):
     token_port: int = 8086
     proxy_port: int = 8080
     workers: tuple[str, ...] = ("nas-server-01", "nas-server-02")
+    worker_health_ports: tuple[int, ...] = Field(
+        default=(8005, 8006), description="GET /health of each worker, in the order of workers."
+    )
     worker_limit: int = Field(default=4, gt=0, description="Flow runs per worker at once.")
     prefect_database_url: str | None = Field(
         default=None, description="Prefect server database (default: SQLite in the state dir)."
@@ -36,11 +40,12 @@ class StackConfig(BaseSettings):
         """A stack of its own (tests, benchmarks) beside any other one on this machine."""
         return cls(
             dir=state_dir,
-            prefect_port=_free_port(),
-            pubsub_port=_free_port(),
-            gcs_port=_free_port(),
-            token_port=_free_port(),
-            proxy_port=_free_port(),
+            prefect_port=free_port(),
+            pubsub_port=free_port(),
+            gcs_port=free_port(),
+            token_port=free_port(),
+            proxy_port=free_port(),
+            worker_health_ports=(free_port(), free_port()),
         )
 
     @field_validator("dir")
@@ -71,6 +76,23 @@ class StackConfig(BaseSettings):
     @property
     def service_account_file(self) -> Path:
         return self.dir / "service-account.json"
+
+    @property
+    def api_keys_file(self) -> Path:
+        """The proxy's keys, as digests (``CLIPPING_PROXY_API_KEYS_FILE``)."""
+        return self.dir / "api-keys"
+
+    @property
+    def client_keys_file(self) -> Path:
+        """The same keys in clear, for the stack's clients: the demo, tests, ``clipctl``."""
+        return self.dir / "client-keys.json"
+
+    def api_key(self, client: str) -> str:
+        """The key of ``client``: ``m6`` (scope clip), ``admin`` or ``operator`` (both)."""
+        return json.loads(self.client_keys_file.read_text())[client]
+
+    def health_port_of(self, worker: str) -> int:
+        return dict(zip(self.workers, self.worker_health_ports, strict=True))[worker]
 
     def home_of(self, host: str) -> Path:
         """PREFECT_HOME of one simulated host: hosts share nothing but the APIs."""
@@ -114,11 +136,13 @@ class StackConfig(BaseSettings):
             "CLIPPING_NAS_ROOTS": str(self.nas_root),
             "CLIPPING_SERVICE_ACCOUNT_FILE": str(self.service_account_file),
             "CLIPPING_PROXY_DATABASE_URL": f"sqlite:///{self.dir / 'proxy.db'}",
+            "CLIPPING_PROXY_API_KEYS_FILE": str(self.api_keys_file),
+            "CLIPPING_PROXY_URL": self.proxy_url,
             "CLIPPING_WORK_DIR": str(self.dir / "scratch"),
         }
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

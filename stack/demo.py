@@ -29,7 +29,11 @@ def run_demo(config: StackConfig, timeout_s: float = 180.0) -> str:
     )
     timings["sample recording ready"] = time.perf_counter() - started
 
-    with httpx.Client(base_url=config.proxy_url, timeout=30.0) as proxy:
+    with httpx.Client(
+        base_url=config.proxy_url,
+        headers={"Authorization": f"Bearer {config.api_key('m6')}"},
+        timeout=30.0,
+    ) as proxy:
         posted_at = time.perf_counter()
         answer = proxy.post(
             "/v1/clip/request",

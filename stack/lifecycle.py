@@ -12,11 +12,12 @@ from clipping.settings import get_settings
 from deployments.apply import PROJECT_DIR, apply
 from deployments.pubsub import ensure_subscription
 from emulators import gcs_command, pubsub_command
-from stack.config import StackConfig
+from stack.config import StackConfig, free_port
 from stack.processes import Supervisor, http_ok, port_open, wait_until
 from stack.provision import (
     COMPLETIONS_AUDIT_SUBSCRIPTION,
     create_bucket,
+    write_api_keys,
     write_service_account_key,
 )
 
@@ -55,6 +56,7 @@ class Stack:
         write_service_account_key(
             config.service_account_file, settings.gcp_project, config.token_uri
         )
+        write_api_keys(config.api_keys_file, config.client_keys_file)
         self.start(*SERVERS)
         create_bucket(settings)
         logger.info("applying topics, work pool, blocks, deployment and automation")
@@ -71,11 +73,18 @@ class Stack:
     def start(self, *names: str) -> None:
         """Start the named components together, then wait until each is ready."""
         components = self.components()
+        self._launch({name: components[name] for name in names})
+
+    def add_worker(self, name: str) -> int:
+        """Start one more NAS agent: it joins the pool as is. Returns its health port."""
+        health_port = free_port()
+        self._launch({name: self.worker_component(name, health_port)})
+        return health_port
+
+    def _launch(self, components: dict[str, Component]) -> None:
         started = {
-            name: self.supervisor.start(
-                name, components[name].command, components[name].env, PROJECT_DIR
-            )
-            for name in names
+            name: self.supervisor.start(name, component.command, component.env, PROJECT_DIR)
+            for name, component in components.items()
         }
         for name, process in started.items():
             wait_until(
@@ -132,13 +141,22 @@ class Stack:
             ),
         }  # fmt: skip
         for worker in config.workers:
-            components[worker] = Component(
-                [python, "-m", "prefect", "worker", "start", "--pool", get_settings().work_pool,
-                 "--name", worker, "--type", "process", "--limit", str(config.worker_limit)],
-                {**self._host_env(worker), "PREFECT_WORKER_QUERY_SECONDS": "1"},
-                lambda worker=worker: _worker_online(worker),
-            )  # fmt: skip
+            components[worker] = self.worker_component(worker, config.health_port_of(worker))
         return components
+
+    def worker_component(self, name: str, health_port: int) -> Component:
+        """One NAS agent; a name outside ``config.workers`` is a worker joining the pool."""
+        return Component(
+            [sys.executable, "-m", "agent_pool.worker", "--name", name,
+             "--limit", str(self.config.worker_limit), "--health-port", str(health_port)],
+            {**self._host_env(name),
+             "PREFECT_WORKER_QUERY_SECONDS": "1",
+             # A dead worker shows offline after ~3 heartbeats: 30 s instead of 90 s.
+             "PREFECT_WORKER_HEARTBEAT_SECONDS": "10"},
+            lambda: _worker_online(name) and http_ok(
+                f"http://{self.config.host}:{health_port}/health"
+            )(),
+        )  # fmt: skip
 
     def _host_env(self, host: str) -> dict[str, str]:
         return {**self.config.env(), "PREFECT_HOME": str(self.config.home_of(host))}

@@ -14,6 +14,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from clipping.settings import Settings
+from proxy.auth import digest, new_key
 
 logger = logging.getLogger("clipping.stack")
 
@@ -47,6 +48,21 @@ def write_service_account_key(path: Path, project: str, token_uri: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(info, indent=2))
     path.chmod(0o600)
+
+
+# The stack's API clients and the scopes of their keys.
+CLIENT_SCOPES = {"m6": "clip", "admin": "admin", "operator": "admin+clip"}
+
+
+def write_api_keys(digests_file: Path, client_keys_file: Path) -> None:
+    """Fresh keys per stack: digests for the proxy, the keys themselves for the clients."""
+    if client_keys_file.exists():
+        return
+    keys = {client: new_key() for client in CLIENT_SCOPES}
+    lines = [f"{CLIENT_SCOPES[client]} {digest(key)}  # {client}" for client, key in keys.items()]
+    digests_file.write_text("\n".join(lines) + "\n")
+    client_keys_file.write_text(json.dumps(keys, indent=2))
+    client_keys_file.chmod(0o600)
 
 
 def create_bucket(settings: Settings) -> None:

@@ -87,8 +87,22 @@ def recording(live_stack: Stack) -> Path:
 
 @pytest.fixture(scope="module")
 def proxy(live_stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live_stack.config.proxy_url, timeout=30.0) as client:
+    """The proxy as M6 calls it: with the stack's ``m6`` key (scope clip)."""
+    with proxy_client(live_stack.config, "m6") as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def admin_proxy(live_stack: Stack) -> Iterator[httpx.Client]:
+    """The proxy as an operator calls it: with the stack's ``admin`` key."""
+    with proxy_client(live_stack.config, "admin") as client:
+        yield client
+
+
+def proxy_client(config: StackConfig, client: str | None) -> httpx.Client:
+    """A client of the stack's proxy with ``client``'s key, or with none."""
+    headers = {"Authorization": f"Bearer {config.api_key(client)}"} if client else {}
+    return httpx.Client(base_url=config.proxy_url, headers=headers, timeout=30.0)
 
 
 @pytest.fixture(scope="module")

@@ -25,18 +25,13 @@ from google.cloud.pubsub_v1.subscriber.message import Message
 from google.pubsub_v1 import types
 
 from emulators import OFFICIAL_PUBSUB_EMULATOR, pubsub_command
+from stack.config import free_port
 
 HOST = "127.0.0.1"
 PROJECT = "projects/clipping-test"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 60
 ACK_DEADLINE_S = 10  # the minimum the client leases streamed messages for, too
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def _accepts_connections(port: int) -> bool:
@@ -69,7 +64,7 @@ def pubsub_emulator(
     kind = request.param
     if kind == "official" and not OFFICIAL_PUBSUB_EMULATOR.exists():
         pytest.skip(f"the official Pub/Sub emulator is not installed ({OFFICIAL_PUBSUB_EMULATOR})")
-    port = _free_port()
+    port = free_port()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CLIPPING_PUBSUB_EMULATOR", kind)
         command = pubsub_command(HOST, port)

@@ -1,0 +1,126 @@
+"""A NAS agent: a Prefect process worker on ``nas-pool`` that can be drained.
+
+    python -m agent_pool.worker --name nas-server-01            # health on :8005/health
+
+It is Prefect's own ``ProcessWorker`` (same pool type, same job template) with two
+additions. It serves Prefect's worker health endpoint (the spec's ``:8005/health``: 200
+while the worker polls, 503 once it stops). And on every poll it checks whether its agent
+is drained (``clipping.drain``, set by ``POST /v1/admin/agents/{agent_id}/failover``):
+while drained it takes no new runs and hands the runs it is executing over to the other
+agents. Handing over kills the run's process; the worker then reports the run Crashed as
+for any dead process, the recovery automation reschedules it, and only an agent that is
+not drained picks it up. The flow's records make the rerun skip finished steps and
+announce the clip once.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import Any
+from uuid import UUID
+
+import anyio
+import anyio.abc
+from prefect.client.schemas.objects import FlowRun
+from prefect.settings import PREFECT_WORKER_WEBSERVER_PORT, temporary_settings
+from prefect.workers.process import (
+    ProcessJobConfiguration,
+    ProcessWorker,
+    ProcessWorkerResult,
+)
+
+from clipping.drain import is_drained
+from clipping.settings import get_settings
+
+logger = logging.getLogger("clipping.worker")
+
+DEFAULT_HEALTH_PORT = 8005
+
+
+class ClipWorker(ProcessWorker):
+    """A ``ProcessWorker`` that honours its agent's drain flag."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pids: dict[UUID, int] = {}
+        self._drained = False
+
+    async def get_and_submit_flow_runs(self) -> list[FlowRun]:
+        drained = await is_drained(self.client, self.name)
+        if drained != self._drained:
+            logger.warning(
+                "agent %s %s", self.name, "drained: taking no new runs" if drained else "resumed"
+            )
+            self._drained = drained
+        if drained:
+            self._hand_over_runs()
+            return []
+        return await super().get_and_submit_flow_runs()
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: ProcessJobConfiguration,
+        task_status: anyio.abc.TaskStatus[int] | None = None,
+    ) -> ProcessWorkerResult:
+        status = _RecordingStatus(task_status or anyio.TASK_STATUS_IGNORED, self._pids, flow_run.id)
+        try:
+            return await super().run(flow_run, configuration, status)
+        finally:
+            self._pids.pop(flow_run.id, None)
+
+    def _hand_over_runs(self) -> None:
+        for flow_run_id, pid in list(self._pids.items()):
+            logger.warning(
+                "agent %s drained: stopping flow run %s (pid %d) so another agent reruns it",
+                self.name,
+                flow_run_id,
+                pid,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self._pids.pop(flow_run_id, None)
+
+
+class _RecordingStatus:
+    """Passes a run's process id on, and remembers it so the run can be handed over."""
+
+    def __init__(
+        self, status: anyio.abc.TaskStatus[int], pids: dict[UUID, int], flow_run_id: UUID
+    ) -> None:
+        self._status, self._pids, self._flow_run_id = status, pids, flow_run_id
+
+    def started(self, value: int) -> None:
+        self._pids[self._flow_run_id] = value
+        self._status.started(value)
+
+
+def main() -> None:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m agent_pool.worker",
+        description="Run one NAS agent: a Prefect process worker that can be drained.",
+    )
+    parser.add_argument("--name", required=True, help="agent id, e.g. nas-server-01")
+    parser.add_argument("--pool", default=settings.work_pool, help="work pool (%(default)s)")
+    parser.add_argument(
+        "--limit", type=int, default=4, help="flow runs at once on this agent (%(default)s)"
+    )
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=int(os.environ.get("CLIPPING_WORKER_HEALTH_PORT", DEFAULT_HEALTH_PORT)),
+        help="port of GET /health (CLIPPING_WORKER_HEALTH_PORT, default %(default)s)",
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    worker = ClipWorker(work_pool_name=args.pool, name=args.name, limit=args.limit)
+    with temporary_settings(updates={PREFECT_WORKER_WEBSERVER_PORT: args.health_port}):
+        asyncio.run(worker.start(with_healthcheck=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The proxy's configuration, from ``CLIPPING_PROXY_*`` environment variables."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ProxySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLIPPING_PROXY_", frozen=True)
+
+    database_url: str = Field(
+        default="sqlite:///clipping-proxy.db",
+        description="SQLAlchemy URL of the record of accepted requests (PostgreSQL in production).",
+    )
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="Keys as 'scopes:key' entries separated by commas, scopes joined by '+' "
+        "(e.g. 'clip:k1,admin+clip:k2'). Prefer api_keys_file in production.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="File of hashed keys, one 'scopes sha256:<hex>' per line "
+        "(`python -m proxy.keys` makes them).",
+    )
+    max_body_bytes: int = Field(
+        default=16 * 1024, gt=0, description="Largest request body accepted (else 413)."
+    )
+    requests_per_minute: float = Field(
+        default=600.0, gt=0, description="Clip requests per minute per key (else 429)."
+    )
+    request_burst: int = Field(
+        default=60, gt=0, description="Requests a key may send at once before the rate applies."
+    )
+
+
+@lru_cache
+def get_proxy_settings() -> ProxySettings:
+    return ProxySettings()
