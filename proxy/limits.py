@@ -8,7 +8,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodySizeLimit:
-    """ASGI middleware answering 413 for bodies over ``max_bytes``, declared or streamed."""
+    """ASGI middleware answering 413 for bodies over ``max_bytes``, declared or streamed.
+
+    The body is read here, before the app (at most ``max_bytes`` of it), then replayed: the
+    app never sees a partial body, and a chunked one is measured as it arrives.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -22,28 +26,22 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._too_large(send)
             return
+        messages: list[Message] = []
         received = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal received
+        while True:
             message = await receive()
+            messages.append(message)
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise _BodyTooLarge
-            return message
+                await self._too_large(send)
+                return
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if started:
-                raise
-            await self._too_large(send)
+        await self.app(scope, replay, send)
 
     async def _too_large(self, send: Send) -> None:
         body = json.dumps(
@@ -60,10 +58,6 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 @dataclass

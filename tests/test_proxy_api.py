@@ -1,0 +1,247 @@
+"""The M6 API on the live stack: auth, limits, errors, admin agents, failover, the schema.
+
+Everything runs against the stack's proxy with real Prefect and Pub/Sub behind it; the
+keys are the stack's own (``m6``: clip, ``admin``: admin, ``operator``: both).
+"""
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import schemathesis
+import yaml
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from proxy.openapi import openapi_yaml
+from stack.lifecycle import Stack
+from stack.provision import ensure_sample_recording
+from tests.live_stack import CompletionLog, clip_body, proxy_client, wait_until_finished
+
+pytestmark = pytest.mark.e2e
+
+OPENAPI_FILE = Path(__file__).resolve().parents[1] / "openapi.yaml"
+AGENTS = ("nas-server-01", "nas-server-02")
+
+
+def test_openapi_yaml_is_what_the_app_serves(live_stack: Stack) -> None:
+    served = httpx.get(f"{live_stack.config.proxy_url}/openapi.json").json()
+    assert yaml.safe_load(OPENAPI_FILE.read_text()) == served
+    assert OPENAPI_FILE.read_text() == openapi_yaml(), "regenerate: python -m proxy.openapi"
+
+
+def test_health_is_open(live_stack: Stack) -> None:
+    with proxy_client(live_stack.config, None) as anonymous:
+        assert anonymous.get("/health").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/clip/request"),
+        ("GET", "/v1/clip/any/status"),
+        ("GET", "/v1/admin/agents"),
+        ("POST", "/v1/admin/agents/nas-server-01/failover"),
+        ("POST", "/v1/admin/agents/nas-server-01/resume"),
+    ],
+)
+def test_a_missing_or_unknown_key_is_401(live_stack: Stack, method: str, path: str) -> None:
+    with proxy_client(live_stack.config, None) as anonymous:
+        missing = anonymous.request(method, path, json={})
+        wrong = anonymous.request(
+            method, path, json={}, headers={"Authorization": "Bearer not-a-key"}
+        )
+        basic = anonymous.request(method, path, json={}, headers={"Authorization": "Basic eDp5"})
+    for answer in (missing, wrong, basic):
+        assert answer.status_code == 401, answer.text
+        assert answer.headers["WWW-Authenticate"] == "Bearer"
+        assert answer.json()["detail"]
+    assert "not-a-key" not in wrong.text
+
+
+def test_the_wrong_scope_is_403(proxy: httpx.Client, admin_proxy: httpx.Client) -> None:
+    assert proxy.get("/v1/admin/agents").status_code == 403
+    assert proxy.post("/v1/admin/agents/nas-server-01/failover").status_code == 403
+    assert admin_proxy.get("/v1/clip/any/status").status_code == 403
+    refused = admin_proxy.post("/v1/clip/request", json={})
+    assert refused.status_code == 403
+    assert refused.json() == {"detail": "the key lacks scope clip"}
+
+
+def test_an_invalid_request_says_which_field_is_wrong(proxy: httpx.Client) -> None:
+    answer = proxy.post(
+        "/v1/clip/request",
+        json={"hand_id": "h 1", "nas_video_path": "/mnt/x.mp4", "start_seconds": -1},
+    )
+    assert answer.status_code == 422
+    detail = answer.json()["detail"]
+    assert isinstance(detail, str)
+    assert "body.hand_id" in detail
+    assert "body.start_seconds" in detail
+    assert "body.end_seconds: Field required" in detail
+
+
+def test_a_body_over_the_limit_is_413(proxy: httpx.Client, recording: Path) -> None:
+    padded = {**clip_body(recording), "hand_id": "x" * 20_000}
+    assert proxy.post("/v1/clip/request", json=padded).status_code == 413
+
+    def streamed() -> Iterator[bytes]:
+        for _ in range(40):
+            yield b" " * 1024  # no Content-Length: sent chunked
+
+    chunked = proxy.post(
+        "/v1/clip/request", content=streamed(), headers={"Content-Type": "application/json"}
+    )
+    assert chunked.status_code == 413
+    assert "larger than" in chunked.json()["detail"]
+
+
+def test_requests_beyond_the_rate_are_429_with_retry_after(
+    live_stack: Stack, recording: Path
+) -> None:
+    body = clip_body(recording, request_id="rate-1")
+    with proxy_client(live_stack.config, "operator") as operator:
+        answers = [operator.post("/v1/clip/request", json=body) for _ in range(80)]
+        assert wait_until_finished(operator, "rate-1")["status"] == "completed"
+    codes = [answer.status_code for answer in answers]
+    assert codes[:60] == [202] * 60  # the default burst
+    limited = next(answer for answer in answers if answer.status_code == 429)
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert set(codes) == {202, 429}
+
+
+def test_agents_lists_both_workers_online(admin_proxy: httpx.Client) -> None:
+    agents = admin_proxy.get("/v1/admin/agents").json()
+    assert [agent["agent_id"] for agent in agents] == list(AGENTS)
+    for agent in agents:
+        assert agent["status"] == "online"
+        assert agent["online"] is True
+        assert agent["last_heartbeat"] is not None
+
+
+def test_failover_or_resume_of_an_unknown_agent_is_404(admin_proxy: httpx.Client) -> None:
+    assert admin_proxy.post("/v1/admin/agents/nas-server-99/failover").status_code == 404
+    assert admin_proxy.post("/v1/admin/agents/nas-server-99/resume").status_code == 404
+
+
+def test_draining_the_last_online_agent_is_refused(admin_proxy: httpx.Client) -> None:
+    with drained(admin_proxy, "nas-server-02"):
+        refused = admin_proxy.post("/v1/admin/agents/nas-server-01/failover")
+        assert refused.status_code == 409
+        assert "no other agent" in refused.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def long_recording(live_stack: Stack) -> Path:
+    return ensure_sample_recording(
+        live_stack.config.nas_root / "recordings" / "table-long.mp4", seconds=40, size="640x360"
+    )
+
+
+def test_failover_moves_a_running_clip_to_the_other_agent(
+    proxy: httpx.Client,
+    admin_proxy: httpx.Client,
+    long_recording: Path,
+    completions: CompletionLog,
+) -> None:
+    body = clip_body(long_recording, hand_id="hand-failover", start_seconds=0.0, end_seconds=40.0)
+    with drained(admin_proxy, "nas-server-02"):
+        request_id = proxy.post("/v1/clip/request", json={**body, "mode": "reencode"}).json()[
+            "request_id"
+        ]
+        _wait_for_run_on(admin_proxy, "nas-server-01", request_id)
+    with drained(admin_proxy, "nas-server-01") as report:
+        assert report["status"] == "drained"
+        assert request_id in [run["request_id"] for run in report["runs"]], (
+            "the clip finished before the failover; make it longer"
+        )
+        status = wait_until_finished(proxy, request_id)
+    assert status["status"] == "completed", status
+    assert status["agent_id"] == "nas-server-02"
+    announced = completions.wait_for(request_id)
+    assert announced.agent_id == "nas-server-02"
+    time.sleep(2.0)
+    assert completions.count(request_id) == 1
+
+
+def test_a_third_worker_takes_work_without_other_changes(
+    live_stack: Stack, proxy: httpx.Client, admin_proxy: httpx.Client, recording: Path
+) -> None:
+    health_port = live_stack.add_worker("nas-server-03")
+    try:
+        assert httpx.get(f"http://127.0.0.1:{health_port}/health").status_code == 200
+        with drained(admin_proxy, "nas-server-01"), drained(admin_proxy, "nas-server-02"):
+            body = clip_body(recording, hand_id="hand-scale-out")
+            request_id = proxy.post("/v1/clip/request", json=body).json()["request_id"]
+            status = wait_until_finished(proxy, request_id)
+        assert status["status"] == "completed", status
+        assert status["agent_id"] == "nas-server-03"
+    finally:
+        live_stack.stop("nas-server-03")
+
+
+CASES_PER_OPERATION = 60
+SCHEMA_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+def test_generated_requests_get_no_5xx_and_answers_match_the_schema(live_stack: Stack) -> None:
+    """schemathesis, from ``openapi.yaml``: a few hundred generated requests, operator key."""
+    schema = schemathesis.openapi.from_path(OPENAPI_FILE)
+    headers = {"Authorization": f"Bearer {live_stack.config.api_key('operator')}"}
+    statuses: list[int] = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=CASES_PER_OPERATION,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        def answers_conform(case: schemathesis.Case) -> None:
+            response = case.call_and_validate(
+                base_url=live_stack.config.proxy_url, headers=headers, checks=SCHEMA_CHECKS
+            )
+            statuses.append(response.status_code)
+
+        answers_conform()
+    assert len(statuses) >= 200
+    # A generated path never lies inside the NAS root, so requests end at 422, not 202.
+    assert {200, 404, 422} <= set(statuses)
+
+
+@contextmanager
+def drained(admin_proxy: httpx.Client, agent_id: str) -> Iterator[dict]:
+    answer = admin_proxy.post(f"/v1/admin/agents/{agent_id}/failover")
+    assert answer.status_code == 200, answer.text
+    try:
+        yield answer.json()
+    finally:
+        resumed = admin_proxy.post(f"/v1/admin/agents/{agent_id}/resume")
+        assert resumed.status_code == 200, resumed.text
+        assert resumed.json()["status"] == "online"
+
+
+def _wait_for_run_on(admin_proxy: httpx.Client, agent_id: str, request_id: str) -> None:
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
+        agents = {agent["agent_id"]: agent for agent in admin_proxy.get("/v1/admin/agents").json()}
+        runs = agents[agent_id]["runs"]
+        if any(run["request_id"] == request_id and run["state"] == "Running" for run in runs):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{request_id} never ran on {agent_id}")
