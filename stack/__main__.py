@@ -49,6 +49,7 @@ def _up(stack: Stack, config: StackConfig, demo: bool) -> int:
             stack.up()
         print(f"stack ready in {time.perf_counter() - started:.1f} s; logs in {config.dir}/logs")
         print(f"proxy {config.proxy_url}  Prefect UI {config.prefect_ui_url}")
+        print(f"clipctl: set -a; . {config.clipctl_env}; set +a; .venv/bin/clipctl agents")
         if demo:
             url = run_demo(config)
             print("the stack is still running: `make down` stops it")

@@ -87,6 +87,11 @@ class StackConfig(BaseSettings):
         """The same keys in clear, for the stack's clients: the demo, tests, ``clipctl``."""
         return self.dir / "client-keys.json"
 
+    @property
+    def clipctl_env(self) -> Path:
+        """``set -a; . .stack/clipctl.env; set +a`` lets ``clipctl`` reach this stack."""
+        return self.dir / "clipctl.env"
+
     def api_key(self, client: str) -> str:
         """The key of ``client``: ``m6`` (scope clip), ``admin`` or ``operator`` (both)."""
         return json.loads(self.client_keys_file.read_text())[client]

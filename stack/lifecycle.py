@@ -56,7 +56,9 @@ class Stack:
         write_service_account_key(
             config.service_account_file, settings.gcp_project, config.token_uri
         )
-        write_api_keys(config.api_keys_file, config.client_keys_file)
+        write_api_keys(
+            config.api_keys_file, config.client_keys_file, config.clipctl_env, config.proxy_url
+        )
         self.start(*SERVERS)
         create_bucket(settings)
         logger.info("applying topics, work pool, blocks, deployment and automation")

@@ -54,15 +54,20 @@ def write_service_account_key(path: Path, project: str, token_uri: str) -> None:
 CLIENT_SCOPES = {"m6": "clip", "admin": "admin", "operator": "admin+clip"}
 
 
-def write_api_keys(digests_file: Path, client_keys_file: Path) -> None:
-    """Fresh keys per stack: digests for the proxy, the keys themselves for the clients."""
+def write_api_keys(digests_file: Path, client_keys_file: Path, clipctl_env: Path, url: str) -> None:
+    """Fresh keys per stack: digests for the proxy, the keys themselves for the clients,
+    and ``clipctl``'s environment with the operator's key."""
     if client_keys_file.exists():
         return
     keys = {client: new_key() for client in CLIENT_SCOPES}
     lines = [f"{CLIENT_SCOPES[client]} {digest(key)}  # {client}" for client, key in keys.items()]
     digests_file.write_text("\n".join(lines) + "\n")
-    client_keys_file.write_text(json.dumps(keys, indent=2))
-    client_keys_file.chmod(0o600)
+    for path, text in [
+        (client_keys_file, json.dumps(keys, indent=2)),
+        (clipctl_env, f"CLIPPING_PROXY_URL={url}\nCLIPPING_API_KEY={keys['operator']}\n"),
+    ]:
+        path.touch(mode=0o600)
+        path.write_text(text)
 
 
 def create_bucket(settings: Settings) -> None:

@@ -1,11 +1,27 @@
-"""The proxy's durable record of accepted requests (SQLite here, PostgreSQL in production)."""
+"""The proxy's durable record of accepted requests, on SQLite (default) and PostgreSQL."""
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from clipping.messages import ClipRequest
 from proxy.accepted import AcceptedRequests, RequestIdConflict
+from stack.postgres import create_database, drop_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'p.db'}"
+        return
+    name = f"clipping_proxy_test_{uuid.uuid4().hex[:12]}"
+    url = create_database(name).replace("+asyncpg", "+psycopg")
+    try:
+        yield url
+    finally:
+        drop_database(name)
 
 
 @pytest.fixture
@@ -20,9 +36,9 @@ def request_body(nas_root: Path) -> dict[str, object]:
 
 
 def test_accepts_once_then_recognises_the_same_request(
-    tmp_path: Path, request_body: dict[str, object]
+    database_url: str, request_body: dict[str, object]
 ) -> None:
-    store = AcceptedRequests(f"sqlite:///{tmp_path / 'p.db'}")
+    store = AcceptedRequests(database_url)
     request = ClipRequest.model_validate(request_body)
     assert store.accept(request) is True
     assert store.accept(request) is False
@@ -31,22 +47,21 @@ def test_accepts_once_then_recognises_the_same_request(
 
 
 def test_a_different_body_under_the_same_id_conflicts(
-    tmp_path: Path, request_body: dict[str, object]
+    database_url: str, request_body: dict[str, object]
 ) -> None:
-    store = AcceptedRequests(f"sqlite:///{tmp_path / 'p.db'}")
+    store = AcceptedRequests(database_url)
     store.accept(ClipRequest.model_validate(request_body))
     with pytest.raises(RequestIdConflict):
         store.accept(ClipRequest.model_validate({**request_body, "end_seconds": 3.0}))
 
 
 def test_survives_a_restart_and_forgets_on_request(
-    tmp_path: Path, request_body: dict[str, object]
+    database_url: str, request_body: dict[str, object]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'p.db'}"
-    first = AcceptedRequests(url)
+    first = AcceptedRequests(database_url)
     first.accept(ClipRequest.model_validate(request_body))
     first.close()
-    second = AcceptedRequests(url)
+    second = AcceptedRequests(database_url)
     assert "r1" in second
     second.forget("r1")
     assert "r1" not in second

@@ -4,6 +4,7 @@ Everything runs against the stack's proxy with real Prefect and Pub/Sub behind i
 keys are the stack's own (``m6``: clip, ``admin``: admin, ``operator``: both).
 """
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,9 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from typer.testing import CliRunner
 
+from clipctl.cli import app as clipctl
 from proxy.openapi import openapi_yaml
 from stack.lifecycle import Stack
 from stack.provision import ensure_sample_recording
@@ -245,3 +248,50 @@ def _wait_for_run_on(admin_proxy: httpx.Client, agent_id: str, request_id: str) 
             return
         time.sleep(0.2)
     raise AssertionError(f"{request_id} never ran on {agent_id}")
+
+
+def test_clipctl_requests_waits_and_manages_agents(live_stack: Stack, recording: Path) -> None:
+    env = {
+        "CLIPPING_PROXY_URL": live_stack.config.proxy_url,
+        "CLIPPING_API_KEY": live_stack.config.api_key("operator"),
+    }
+    runner = CliRunner()
+    requested = runner.invoke(
+        clipctl,
+        ["request", str(recording), "2", "6", "--hand-id", "hand-cli", "--mode", "copy",
+         "--request-id", "cli-1", "--wait"],
+        env=env,
+    )  # fmt: skip
+    assert requested.exit_code == 0, requested.output
+    assert '"status": "completed"' in requested.stdout
+    status = runner.invoke(clipctl, ["status", "cli-1"], env=env)
+    assert json.loads(status.stdout)["download_url"].startswith("http")
+
+    listed = runner.invoke(clipctl, ["agents"], env=env)
+    assert listed.exit_code == 0
+    assert "nas-server-01" in listed.stdout
+    assert "nas-server-02" in listed.stdout
+    drained = runner.invoke(clipctl, ["failover", "nas-server-02"], env=env)
+    assert json.loads(drained.stdout)["status"] == "drained"
+    resumed = runner.invoke(clipctl, ["resume", "nas-server-02"], env=env)
+    assert json.loads(resumed.stdout)["status"] == "online"
+
+
+def test_clipctl_prints_the_reason_of_a_refusal(live_stack: Stack) -> None:
+    runner = CliRunner()
+    env = {"CLIPPING_PROXY_URL": live_stack.config.proxy_url}
+    unknown = runner.invoke(
+        clipctl,
+        ["status", "never-asked"],
+        env={**env, "CLIPPING_API_KEY": live_stack.config.api_key("m6")},
+    )
+    assert unknown.exit_code == 1
+    assert "404: no clip request 'never-asked'" in unknown.stderr
+    forbidden = runner.invoke(
+        clipctl, ["agents"], env={**env, "CLIPPING_API_KEY": live_stack.config.api_key("m6")}
+    )
+    assert forbidden.exit_code == 1
+    assert "403: the key lacks scope admin" in forbidden.stderr
+    keyless = runner.invoke(clipctl, ["agents"], env={**env, "CLIPPING_API_KEY": ""})
+    assert keyless.exit_code == 2
+    assert "no API key" in keyless.stderr

@@ -12,9 +12,8 @@ readonly UNIT_DIR=/etc/systemd/system
 readonly SERVICE_USER=clipping
 readonly STATE_DIR=/var/lib/clipping
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-readonly HERE
-CHECKOUT="$(cd "$HERE/../.." && pwd)"
+# Default source: the checkout this script is in (agent_pool/systemd/install.sh).
+CHECKOUT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 usage() {
     cat <<EOF
@@ -118,8 +117,7 @@ run install -d -m 0750 -o root -g "$SERVICE_USER" "$ETC"
 
 # 3. The project at a fixed path: `python -m deployments` (run from $SRC) records $SRC as
 #    the flows' working directory and $VENV/bin/python as their interpreter, so every
-#    worker host needs both at the same paths. The new copy replaces the old one by
-#    renaming, under any flow process still running from it.
+#    worker host needs both at the same paths. The new copy is swapped in by renaming.
 run rm -rf "$SRC.new" "$SRC.old"
 run install -d -m 0755 "$SRC.new"
 run tar -C "$CHECKOUT" -c -f "$SRC.new.tar" \
@@ -149,7 +147,8 @@ run "$VENV/bin/python" -m pip install --quiet "$SRC"
 # 5. Environment file: created once from the example, never overwritten.
 FRESH_ENV=0
 if [[ ! -e "$ENV_FILE" ]]; then
-    run install -m 0640 -o root -g "$SERVICE_USER" "$CHECKOUT/agent_pool/systemd/clipping.env.example" "$ENV_FILE"
+    run install -m 0640 -o root -g "$SERVICE_USER" "$CHECKOUT/agent_pool/systemd/clipping.env.example" \
+        "$ENV_FILE"
     FRESH_ENV=1
 fi
 
@@ -157,11 +156,12 @@ fi
 for unit in "${UNITS[@]}"; do
     case "$unit" in
         clipping-worker@*) ;; # an instance of the template, installed below
-        *) run install -m 0644 "$HERE/$unit" "$UNIT_DIR/$unit" ;;
+        *) run install -m 0644 "$CHECKOUT/agent_pool/systemd/$unit" "$UNIT_DIR/$unit" ;;
     esac
 done
 if ((NEEDS_TEMPLATE)); then
-    run install -m 0644 "$HERE/clipping-worker@.service" "$UNIT_DIR/clipping-worker@.service"
+    run install -m 0644 "$CHECKOUT/agent_pool/systemd/clipping-worker@.service" \
+        "$UNIT_DIR/clipping-worker@.service"
 fi
 run systemctl daemon-reload
 

@@ -1,0 +1,1 @@
+"""``clipctl``: the command-line client of the clipping proxy (``clipctl --help``)."""

@@ -1,0 +1,3 @@
+from clipctl.cli import app
+
+app(prog_name="clipctl")
