@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import warnings
 from typing import Any
 from uuid import UUID
 
@@ -38,6 +39,9 @@ from clipping.settings import get_settings
 logger = logging.getLogger("clipping.worker")
 
 DEFAULT_HEALTH_PORT = 8005
+
+# In this process ClipWorker stands in for Prefect's "process" type on purpose.
+warnings.filterwarnings("ignore", message="Type 'ClipWorker'", category=UserWarning)
 
 
 class ClipWorker(ProcessWorker):
