@@ -10,7 +10,8 @@ request id reused with a different body, is answered with a ``rejected`` complet
 carries the reason, then acked. When Prefect is unreachable the message is nacked after a
 growing backoff, and nothing is acked that was not handled; after
 ``CLIPPING_MAX_DELIVERY_ATTEMPTS`` deliveries it is parked on ``clipping-requests-dead``
-with its reason (attribute ``reason``) and a ``failed`` completion is published. The
+with its reason (attribute ``reason``), a ``failed`` completion is published and recorded
+with the request's records in the bucket (where the proxy's status finds it). The
 subscription's own dead-letter policy is the backstop if the listener itself keeps dying.
 Every 30 s the listener also sweeps clip runs left Crashed (``agent_pool.crash_sweep``).
 """
@@ -35,6 +36,8 @@ from agent_pool.crash_sweep import sweep_crashed_runs
 from clipping.messages import ClipCompletion, ClipRequest, ClipState, describe_validation_error
 from clipping.pubsub import publish_data, publish_model
 from clipping.settings import Settings, get_settings
+from clipping.storage import clip_bucket
+from flows.records import ClipRecords
 
 logger = logging.getLogger("clipping.listener")
 
@@ -107,12 +110,22 @@ class RequestListener:
         message.nack()
 
     def _park(self, message: Message, request: ClipRequest, reason: str) -> None:
-        """Move the request to the dead-letter topic with its reason, and tell M6 it failed."""
+        """Move the request to the dead-letter topic with its reason, and tell M6 it failed.
+
+        No run exists for it, so the failure is also recorded as the request's announcement:
+        the status endpoint answers ``failed`` with the reason instead of ``queued``.
+        """
         logger.error(
             "request %s parked on %s: %s",
             request.request_id,
             self.settings.dead_letter_topic,
             reason,
+        )
+        failure = ClipCompletion(
+            request_id=request.request_id,
+            hand_id=request.hand_id,
+            status=ClipState.FAILED,
+            reason=reason,
         )
         try:
             publish_data(
@@ -123,15 +136,11 @@ class RequestListener:
             )
             publish_model(
                 self.settings.topic_path(self.settings.completions_topic),
-                ClipCompletion(
-                    request_id=request.request_id,
-                    hand_id=request.hand_id,
-                    status=ClipState.FAILED,
-                    reason=reason,
-                ),
+                failure,
                 request_id=request.request_id,
                 status=ClipState.FAILED.value,
             )
+            ClipRecords(clip_bucket(self.settings), request.request_id).record_announcement(failure)
         except Exception:
             logger.exception("request %s: could not park it; nacked", request.request_id)
             message.nack()

@@ -41,12 +41,13 @@ from clipping import drain
 from clipping.messages import ClipState, ClipStatusReport, NewClipRequest, describe_problems
 from clipping.pubsub import publish_model
 from clipping.settings import Settings, get_settings
+from clipping.storage import clip_bucket
 from proxy.accepted import AcceptedRequests, RequestIdConflict
 from proxy.agents import AgentReport, AgentStatus, UnknownAgent, agent_report, agent_reports
 from proxy.auth import ApiKeys, Scope, digest
 from proxy.limits import BodySizeLimit, RateLimiter
 from proxy.settings import ProxySettings, get_proxy_settings
-from proxy.status import find_run, report_for_run
+from proxy.status import find_run, report_for_run, report_without_run
 
 logger = logging.getLogger("clipping.proxy")
 
@@ -97,6 +98,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.accepted = AcceptedRequests(proxy_settings.database_url)
+        app.state.bucket = clip_bucket(settings)
         async with get_client() as prefect:
             app.state.prefect = prefect
             yield
@@ -179,6 +181,7 @@ def create_app(
     )
     async def clip_status(
         request_id: str,
+        request: Request,
         _: Annotated[str, Depends(require(Scope.CLIP))],
         accepted: Annotated[AcceptedRequests, Depends(accepted)],
         prefect: Annotated[PrefectClient, Depends(prefect)],
@@ -188,7 +191,7 @@ def create_app(
         if run is not None:
             return await report_for_run(prefect, request_id, run)
         if request_id in accepted:
-            return ClipStatusReport(request_id=request_id, status=ClipState.QUEUED)
+            return await report_without_run(request.app.state.bucket, request_id)
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no clip request {request_id!r}")
 
     @app.get("/v1/admin/agents", tags=["agents"], responses=_problems(401, 403, 503))

@@ -1,7 +1,9 @@
 """A request's status, read from Prefect: its flow run (found by idempotency key) and artifacts."""
 
+import asyncio
 import json
 
+from google.cloud.storage import Bucket
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -13,6 +15,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 
 from clipping.messages import ClipCompletion, ClipState, ClipStatusReport
+from flows.records import ClipRecords
 
 _STATE_OF_RUN = {
     StateType.SCHEDULED: ClipState.QUEUED,
@@ -37,6 +40,15 @@ async def find_run(prefect: PrefectClient, request_id: str) -> FlowRun | None:
         limit=1,
     )
     return runs[0] if runs else None
+
+
+async def report_without_run(bucket: Bucket, request_id: str) -> ClipStatusReport:
+    """An accepted request with no run yet is queued, unless the listener gave up on it:
+    then its records hold the failure it announced."""
+    announced = await asyncio.to_thread(ClipRecords(bucket, request_id).announced)
+    if announced is None:
+        return ClipStatusReport(request_id=request_id, status=ClipState.QUEUED)
+    return ClipStatusReport.model_validate({**announced.model_dump(), "request_id": request_id})
 
 
 async def report_for_run(prefect: PrefectClient, request_id: str, run: FlowRun) -> ClipStatusReport:

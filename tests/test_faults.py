@@ -29,6 +29,7 @@ from clipping.messages import ClipCompletion, ClipRequest, ClipState
 from clipping.settings import Settings, get_settings
 from cutting import probe
 from flows.records import ClipRecords
+from proxy.accepted import AcceptedRequests
 from stack.lifecycle import Stack
 from stack.provision import ensure_sample_recording
 from tests.live_stack import CompletionLog, clip_body, runs_for, wait_until_finished
@@ -341,9 +342,13 @@ def test_a_request_that_keeps_failing_is_parked_with_its_reason(
     settings_of_stack: Settings,
     recording: Path,
     completions: CompletionLog,
+    proxy: httpx.Client,
 ) -> None:
     settings = settings_of_stack
     request = _request(recording, "parked-1", "hand-parked")
+    # As if the proxy had accepted it and the listener then never reached Prefect.
+    AcceptedRequests(os.environ["CLIPPING_PROXY_DATABASE_URL"]).accept(request)
+    assert proxy.get("/v1/clip/parked-1/status").json()["status"] == "queued"
     last_attempt = settings.max_delivery_attempts
     delivery = _Delivery(request.model_dump_json().encode(), delivery_attempt=last_attempt)
     listener_without_prefect.handle(delivery)
@@ -366,6 +371,9 @@ def test_a_request_that_keeps_failing_is_parked_with_its_reason(
     (message,) = mine
     assert ClipRequest.model_validate_json(message.data) == request
     assert "could not create a flow run" in message.attributes["reason"]
+    status = proxy.get("/v1/clip/parked-1/status").json()
+    assert status["status"] == "failed"
+    assert status["reason"] == failure.reason
 
 
 def _crashed_run(prefect: SyncPrefectClient, request: ClipRequest, crashes: int) -> UUID:
