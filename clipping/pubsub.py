@@ -19,11 +19,21 @@ def publisher() -> "PublisherClient":
     return PublisherClient()
 
 
-def publish_model(topic_path: str, message: BaseModel, **attributes: str) -> str:
+def publish_model(
+    topic_path: str, message: BaseModel, *, timeout: float = PUBLISH_TIMEOUT_S, **attributes: str
+) -> str:
     """Publish ``message`` as JSON and wait until Pub/Sub has stored it; return its id."""
-    return publish_data(topic_path, message.model_dump_json().encode(), **attributes)
+    return publish_data(
+        topic_path, message.model_dump_json().encode(), timeout=timeout, **attributes
+    )
 
 
-def publish_data(topic_path: str, data: bytes, **attributes: str) -> str:
-    """Publish raw bytes and wait until Pub/Sub has stored them; return the message id."""
-    return publisher().publish(topic_path, data, **attributes).result(timeout=PUBLISH_TIMEOUT_S)
+def publish_data(
+    topic_path: str, data: bytes, *, timeout: float = PUBLISH_TIMEOUT_S, **attributes: str
+) -> str:
+    """Publish raw bytes and wait until Pub/Sub has stored them; return the message id.
+
+    After ``timeout`` it raises, but the client may still deliver the message later:
+    callers rely on the request id to make a late copy harmless.
+    """
+    return publisher().publish(topic_path, data, **attributes).result(timeout=timeout)

@@ -34,7 +34,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prefect.client.orchestration import PrefectClient, get_client
+from prefect.context import SettingsContext
 from prefect.exceptions import PrefectHTTPStatusError
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, get_current_settings
 from pydantic import BaseModel
 
 from clipping import drain
@@ -95,8 +97,14 @@ def create_app(
     if not keys.scopes_by_digest:
         logger.warning("no API keys configured: every endpoint but /health answers 401")
 
+    # Built once: making Prefect settings per request costs ~50 ms of CPU.
+    prefect_settings = get_current_settings().copy_with_update(
+        updates={PREFECT_CLIENT_MAX_RETRIES: proxy_settings.prefect_retries}
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.profile = SettingsContext.get().profile
         app.state.accepted = AcceptedRequests(proxy_settings.database_url)
         app.state.bucket = clip_bucket(settings)
         async with get_client() as prefect:
@@ -134,8 +142,10 @@ def create_app(
     def accepted(request: Request) -> AcceptedRequests:
         return request.app.state.accepted
 
-    def prefect(request: Request) -> PrefectClient:
-        return request.app.state.prefect
+    async def prefect(request: Request) -> AsyncIterator[PrefectClient]:
+        # An async dependency runs in the endpoint's context, so the settings hold there.
+        with SettingsContext(profile=request.app.state.profile, settings=prefect_settings):
+            yield request.app.state.prefect
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:
@@ -167,7 +177,7 @@ def create_app(
                 status.HTTP_409_CONFLICT, "request_id was already used for a different request"
             ) from None
         if is_new:
-            await _publish(settings, clip, accepted)
+            await _publish(settings, clip, accepted, proxy_settings.publish_timeout_seconds)
         return ClipAccepted(
             request_id=clip.request_id,
             status_url=str(request.url_for("clip_status", request_id=clip.request_id)),
@@ -272,12 +282,15 @@ async def _backend_unreachable(request: Request, error: Exception) -> JSONRespon
     )
 
 
-async def _publish(settings: Settings, clip: NewClipRequest, accepted: AcceptedRequests) -> None:
+async def _publish(
+    settings: Settings, clip: NewClipRequest, accepted: AcceptedRequests, timeout: float
+) -> None:
     try:
         message_id = await asyncio.to_thread(
             publish_model,
             settings.topic_path(settings.requests_topic),
             clip,
+            timeout=timeout,
             request_id=clip.request_id,
         )
     except Exception:

@@ -24,6 +24,15 @@ class ProxySettings(BaseSettings):
         description="File of hashed keys, one 'scopes sha256:<hex>' per line "
         "(`python -m proxy.keys` makes them).",
     )
+    publish_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Wait this long for Pub/Sub before answering 503."
+    )
+    prefect_retries: int = Field(
+        default=1,
+        ge=0,
+        description="Retries of a Prefect API call before answering 503 "
+        "(Prefect's own default, 5 with backoff, would hold M6 for half a minute).",
+    )
     max_body_bytes: int = Field(
         default=16 * 1024, gt=0, description="Largest request body accepted (else 413)."
     )

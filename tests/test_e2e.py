@@ -20,6 +20,12 @@ from tests.signed_urls import verify_v4_url
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack_database(request: pytest.FixtureRequest) -> str:
+    """The local default and the production shape of the Prefect server."""
+    return request.param
+
+
 def test_a_requested_clip_arrives_behind_a_valid_signed_url(
     live_stack: Stack, proxy: httpx.Client, recording: Path, completions: CompletionLog
 ) -> None:

@@ -121,6 +121,21 @@ def test_requests_beyond_the_rate_are_429_with_retry_after(
     assert set(codes) == {202, 429}
 
 
+def test_a_request_is_queued_from_the_post_on_even_across_a_proxy_restart(
+    live_stack: Stack, proxy: httpx.Client, recording: Path
+) -> None:
+    live_stack.stop("listener")
+    try:
+        body = clip_body(recording, request_id="restart-1", hand_id="hand-restart")
+        assert proxy.post("/v1/clip/request", json=body).status_code == 202
+        live_stack.stop("proxy")
+        live_stack.start("proxy")
+        assert proxy.get("/v1/clip/restart-1/status").json()["status"] == "queued"
+    finally:
+        live_stack.start("listener")
+    assert wait_until_finished(proxy, "restart-1")["status"] == "completed"
+
+
 def test_agents_lists_both_workers_online(admin_proxy: httpx.Client) -> None:
     agents = admin_proxy.get("/v1/admin/agents").json()
     assert [agent["agent_id"] for agent in agents] == list(AGENTS)
@@ -295,3 +310,31 @@ def test_clipctl_prints_the_reason_of_a_refusal(live_stack: Stack) -> None:
     keyless = runner.invoke(clipctl, ["agents"], env={**env, "CLIPPING_API_KEY": ""})
     assert keyless.exit_code == 2
     assert "no API key" in keyless.stderr
+
+
+def test_while_prefect_is_down_status_and_agents_are_503(
+    live_stack: Stack, proxy: httpx.Client, admin_proxy: httpx.Client
+) -> None:
+    live_stack.stop("prefect-server")
+    try:
+        for answer in (
+            proxy.get("/v1/clip/any-id/status"),
+            admin_proxy.get("/v1/admin/agents"),
+            admin_proxy.post("/v1/admin/agents/nas-server-01/failover"),
+        ):
+            assert answer.status_code == 503, answer.text
+            assert answer.json() == {"detail": "the orchestrator is unreachable; retry later"}
+    finally:
+        live_stack.start("prefect-server")
+
+
+def test_while_pubsub_is_down_a_request_is_503_and_not_recorded(
+    live_stack: Stack, proxy: httpx.Client, recording: Path
+) -> None:
+    """Last in the module: the fallback emulator forgets its topics when it stops."""
+    live_stack.stop("pubsub-emulator")
+    body = clip_body(recording, request_id="no-pubsub-1")
+    refused = proxy.post("/v1/clip/request", json=body)
+    assert refused.status_code == 503, refused.text
+    assert "could not be queued" in refused.json()["detail"]
+    assert proxy.get("/v1/clip/no-pubsub-1/status").status_code == 404
