@@ -132,6 +132,13 @@ def main() -> None:
     parser.add_argument(
         "--cache-dir", type=Path, default=DEFAULT_CACHE, help="where the recording is kept"
     )
+    parser.add_argument(
+        "--upload-chunk-mib",
+        type=int,
+        default=0,
+        help="CLIPPING_UPLOAD_CHUNK_BYTES of the stack in MiB (default 0: the service "
+        "default, 100 MiB; 1024: one request per clip)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="per phase, seconds (600)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args()
@@ -142,6 +149,11 @@ def main() -> None:
     # SIGTERM (a timeout, an operator) must still stop the stack and drop the database.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ["CLIPPING_PUBSUB_EMULATOR"] = "fallback"  # see tests/test_pubsub_emulators.py
+    if args.upload_chunk_mib:
+        # Chunks are streamed from disk (flows/upload.py): their size costs no memory, and
+        # each one is a round trip (the in-memory GCS emulator also re-copies the object
+        # per chunk).
+        os.environ["CLIPPING_UPLOAD_CHUNK_BYTES"] = str(args.upload_chunk_mib * 2**20)
     cached = ensure_sample_recording(
         args.cache_dir / f"table-1080p-{RECORDING_SECONDS}s.mp4",
         RECORDING_SECONDS,
@@ -168,6 +180,7 @@ def main() -> None:
                 if args.database == "postgresql":
                     drop_database(database)
     result["database"] = args.database
+    result["upload_chunk_mib"] = args.upload_chunk_mib or get_settings().upload_chunk_bytes // 2**20
     print_report(result)
     if args.json:
         print(json.dumps(result))
@@ -217,7 +230,7 @@ def run(stack: Stack, recording: Path, args: argparse.Namespace, sampler: "RssSa
     finally:
         bench.close()
     time.sleep(0.5)  # a last RSS sample
-    rss = sampler.report(bench.noop_run_ids)
+    rss = sampler.report(bench.noop_run_ids, bench.run_modes)
     p50 = statistics.median(latencies)
     baseline_p50 = statistics.median(baseline)
     clip_mb = statistics.median(sizes) / 2**20
@@ -246,7 +259,7 @@ def run(stack: Stack, recording: Path, args: argparse.Namespace, sampler: "RssSa
         "clip_size_mb": round(clip_mb, 1),
         "rss_mb": rss,
         "max_rss_mb": max(rss.values()) if rss else None,
-        "flow_rss_mb": rss.get("flow clip-hand"),
+        "flow_rss_mb": rss.get(f"flow clip-hand {args.mode}"),
         "latencies_s": [round(s, 3) for s in latencies],
         "baseline_s": [round(s, 3) for s in baseline],
     }
@@ -265,6 +278,7 @@ class Bench:
             project=self.settings.gcp_project, credentials=AnonymousCredentials()
         ).bucket(self.settings.bucket)
         self.noop_run_ids: set[str] = set()
+        self.run_modes: dict[str, str] = {}  # flow run id -> cut mode
         self.noop_job_variables: dict[str, Any] = {}
         self.lost = 0
 
@@ -319,6 +333,7 @@ class Bench:
             raise BenchFailed(f"request {request_id} not finished after {self.args.timeout} s")
         if status["status"] != "completed":
             raise BenchFailed(f"request {request_id} {status['status']}: {status.get('reason')}")
+        self.run_modes[status["flow_run_id"]] = mode
         self.delete_objects(status)
         breakdown = self.breakdown(self.run_of(request_id), posted, seen)
         return seen - posted, breakdown, status["size_bytes"]
@@ -437,6 +452,7 @@ class Bench:
                     done[request_id] = (time.time(), status)
                     pending.discard(request_id)
                     if status["status"] == "completed":
+                        self.run_modes[status["flow_run_id"]] = mode
                         self.delete_objects(status)
             time.sleep(0.1)
         completed = {rid: v for rid, v in done.items() if v[1]["status"] == "completed"}
@@ -521,11 +537,12 @@ class RssSampler:
             peak = max(mb, known[2]) if known and known[0] == run_id else mb
             self.flow_processes[pid] = (run_id, kind, peak)
 
-    def report(self, noop_run_ids: set[str]) -> dict[str, float]:
+    def report(self, noop_run_ids: set[str], run_modes: dict[str, str]) -> dict[str, float]:
+        """Peaks per component; flow processes per flow and cut mode, ffmpeg children apart."""
         report = {name: round(mb, 1) for name, mb in sorted(self.peaks.items())}
         groups: dict[str, float] = {}
         for run_id, kind, mb in self.flow_processes.values():
-            flow = "noop" if run_id in noop_run_ids else "clip-hand"
+            flow = "noop" if run_id in noop_run_ids else f"clip-hand {run_modes.get(run_id, '?')}"
             key = f"flow {flow}" if kind == "flow" else f"ffmpeg of {flow}"
             groups[key] = max(groups.get(key, 0.0), mb)
         report.update({key: round(mb, 1) for key, mb in sorted(groups.items())})
@@ -577,6 +594,7 @@ def print_report(result: dict) -> None:
         f"Prefect server on {result['database']}; {result['mode']} mode, "
         f"{result['clip_seconds']:g} s clips of a 1080p recording ({result['clip_size_mb']} MB)"
     )
+    print(f"upload chunk {result['upload_chunk_mib']} MiB (CLIPPING_UPLOAD_CHUNK_BYTES)")
     print(
         f"e2e POST -> completed, {result['requests']} requests: "
         f"p50 {p50:.2f} s, p95 {result['p95_s']:.2f} s"
@@ -616,7 +634,8 @@ def print_report(result: dict) -> None:
     flow_mb = result["flow_rss_mb"]
     if flow_mb is not None:
         print(
-            f"  flow process {flow_mb:.1f} MB vs clip size {result['clip_size_mb']} MB  "
+            f"  flow process ({result['mode']}) {flow_mb:.1f} MB vs clip size "
+            f"{result['clip_size_mb']} MB  "
             f"{_verdict(flow_mb < result['clip_size_mb'])}"
         )
 

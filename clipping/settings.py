@@ -69,10 +69,12 @@ class Settings(BaseSettings):
         description="Runs of one clip (retries and reruns after crashes) before it fails for good.",
     )
     upload_chunk_bytes: int = Field(
-        default=8 * 1024 * 1024,
+        default=100 * 1024 * 1024,
         gt=0,
         multiple_of=256 * 1024,
-        description="Resumable-upload chunk: the file is streamed, never read whole.",
+        description="Resumable-upload chunk (the Google client's default size). Chunks are "
+        "streamed from disk, so the size costs no memory: only what is resent after an "
+        "interrupted chunk.",
     )
     signed_url_ttl: timedelta = MAX_SIGNED_URL_TTL
     work_dir: Path | None = Field(

@@ -41,6 +41,7 @@ from clipping.settings import get_settings
 from cutting import CutClip, CutError, cut_clip, write_poster
 from flows.liveness import beating
 from flows.records import ClipRecords, UploadedClip
+from flows.upload import upload_file
 
 POSTER_FILE = "poster.jpg"
 
@@ -90,7 +91,8 @@ def upload(scratch: Path, bucket: GcsBucket, request: ClipRequest) -> None:
     """Stream clip and poster to their deterministic names: a retry overwrites, never duplicates.
 
     An object appears only when its upload completes, so an interrupted upload leaves
-    nothing behind.
+    nothing behind. Chunks are streamed from disk (``flows.upload``): memory does not
+    grow with the clip or the chunk size.
     """
     chunk_bytes = get_settings().upload_chunk_bytes
     gcs = storage_bucket(bucket)
@@ -98,11 +100,8 @@ def upload(scratch: Path, bucket: GcsBucket, request: ClipRequest) -> None:
         (scratch / "clip.mp4", request.object_name, "video/mp4"),
         (scratch / POSTER_FILE, request.poster_object_name, "image/jpeg"),
     ):
-        blob = gcs.blob(object_name, chunk_size=chunk_bytes)
-        blob.upload_from_filename(str(local), content_type=content_type)
-        get_run_logger().info(
-            "uploaded gs://%s/%s (%d bytes)", bucket.bucket, object_name, blob.size
-        )
+        size = upload_file(gcs.blob(object_name), local, content_type, chunk_bytes)
+        get_run_logger().info("uploaded gs://%s/%s (%d bytes)", bucket.bucket, object_name, size)
 
 
 @task(name="sign")
