@@ -108,8 +108,10 @@ def test_an_interrupted_upload_never_leaves_a_partial_object(
 
 
 def test_an_upload_that_keeps_failing_raises_and_leaves_no_object(
-    bucket: storage.Bucket, clip: Path
+    bucket: storage.Bucket, clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("flows.upload.RESUME_BACKOFF_S", (0.0, 0.0, 0.0))
+
     class _Down(requests.Session):
         def put(self, *args: object, **kwargs: object) -> requests.Response:  # type: ignore[override]
             raise requests.ConnectionError("network down (injected)")
