@@ -73,8 +73,8 @@ class Supervisor:
     def stop_all(self) -> list[str]:
         """Stop every process of this stack, newest first, then any descendant left over.
 
-        Descendants are found by the marker variable they inherit: Prefect starts flow runs
-        in sessions of their own, so killing a worker's group does not reach them.
+        Descendants are found by the marker variable they inherit, so a flow process whose
+        worker was killed alone (it keeps running, as it would on a NAS host) is stopped too.
         """
         stopped = []
         for pid_file in sorted(self.run_dir.glob("*.pid"), reverse=True):
