@@ -45,13 +45,10 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -69,8 +66,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clipping.settings import get_settings
 from stack.config import StackConfig
 from stack.lifecycle import Stack
-from stack.postgres import create_database, drop_database
 from stack.provision import ensure_sample_recording
+from stack.throwaway import bench_stack
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clipping-bench"
 RECORDING_SECONDS = 150
@@ -146,9 +143,6 @@ def main() -> None:
         args.baseline_runs = args.requests
     if args.clip_seconds + CLIP_START_S > RECORDING_SECONDS:
         parser.error(f"--clip-seconds must be at most {RECORDING_SECONDS - CLIP_START_S:g}")
-    # SIGTERM (a timeout, an operator) must still stop the stack and drop the database.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    os.environ["CLIPPING_PUBSUB_EMULATOR"] = "fallback"  # see tests/test_pubsub_emulators.py
     if args.upload_chunk_mib:
         # Chunks are streamed from disk (flows/upload.py): their size costs no memory, and
         # each one is a round trip (the in-memory GCS emulator also re-copies the object
@@ -159,26 +153,14 @@ def main() -> None:
         RECORDING_SECONDS,
         size=RECORDING_SIZE,
     )
-    database = f"clipping_bench_{uuid.uuid4().hex[:12]}"
-    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as state:
-        config = StackConfig.on_free_ports(Path(state))
-        if args.database == "postgresql":
-            config = config.model_copy(update={"prefect_database_url": create_database(database)})
-        stack = Stack(config)
+    with bench_stack("e2e", args.database) as stack:
+        recording = _place_recording(cached, stack.config.nas_root / "recordings")
         sampler = RssSampler(stack)
-        with config.activated():
-            try:
-                started = time.monotonic()
-                stack.up()
-                print(f"stack up in {time.monotonic() - started:.0f} s", flush=True)
-                recording = _place_recording(cached, config.nas_root / "recordings")
-                sampler.start()
-                result = run(stack, recording, args, sampler)
-            finally:
-                sampler.stop()
-                stack.down()
-                if args.database == "postgresql":
-                    drop_database(database)
+        sampler.start()
+        try:
+            result = run(stack, recording, args, sampler)
+        finally:
+            sampler.stop()
     result["database"] = args.database
     result["upload_chunk_mib"] = args.upload_chunk_mib or get_settings().upload_chunk_bytes // 2**20
     print_report(result)

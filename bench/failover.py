@@ -24,15 +24,12 @@ median/max, kill_to_completed_s median/max, clip_s, false_crashes, soak figures,
 """
 
 import argparse
-import contextlib
 import json
 import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -47,10 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clipping.settings import get_settings
 from flows.liveness import ALIVE_WITHIN
 from stack.completions import CompletionLog
-from stack.config import StackConfig
 from stack.lifecycle import Stack
-from stack.postgres import create_database, drop_database
+from stack.processes import kill_flow_processes
 from stack.provision import COMPLETIONS_AUDIT_SUBSCRIPTION, ensure_sample_recording
+from stack.throwaway import bench_stack
 
 DETECT_TARGET_S = 30.0
 # On top of the clip time: detection, rescheduling and a new flow process.
@@ -77,23 +74,8 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args()
-    # SIGTERM (a timeout, an operator) must still stop the stack and drop the database.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    os.environ["CLIPPING_PUBSUB_EMULATOR"] = "fallback"  # see tests/test_pubsub_emulators.py
-    database = f"clipping_bench_{uuid.uuid4().hex[:12]}"
-    with tempfile.TemporaryDirectory(prefix="bench-failover-") as state:
-        config = StackConfig.on_free_ports(Path(state))
-        if args.database == "postgresql":
-            config = config.model_copy(update={"prefect_database_url": create_database(database)})
-        stack = Stack(config)
-        with config.activated():
-            try:
-                stack.up()
-                result = Bench(stack).run(args)
-            finally:
-                stack.down()
-                if args.database == "postgresql":
-                    drop_database(database)
+    with bench_stack("failover", args.database) as stack:
+        result = Bench(stack).run(args)
     result["database"] = args.database
     print_report(result)
     if args.json:
@@ -289,32 +271,6 @@ def _soak_body(n: int, recording: Path, long_recording: Path) -> dict:
     if kind == 2:
         return {**body, "start_seconds": 5.5, "end_seconds": 19.5, "mode": "accurate"}
     return {**body, "start_seconds": 4.0, "end_seconds": 16.0, "mode": "copy"}
-
-
-def _flow_process_ids(flow_run_id: str) -> list[int]:
-    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker in (proc / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
-
-
-def kill_flow_processes(flow_run_id: str) -> list[int]:
-    """SIGKILL the run's processes until none is left (a child may be starting meanwhile)."""
-    killed: list[int] = []
-    deadline = time.monotonic() + 5.0
-    while (pids := _flow_process_ids(flow_run_id)) and time.monotonic() < deadline:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-        time.sleep(0.05)
-    return sorted(set(killed))
 
 
 def _at(state: dict) -> float:

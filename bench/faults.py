@@ -18,9 +18,7 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -32,10 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clipping.messages import ClipMode, ClipRequest, ClipState
 from clipping.settings import get_settings
 from stack.completions import CompletionLog
-from stack.config import StackConfig
 from stack.lifecycle import Stack
-from stack.postgres import create_database, drop_database
 from stack.provision import COMPLETIONS_AUDIT_SUBSCRIPTION, ensure_sample_recording
+from stack.throwaway import bench_stack
 
 PREFECT_OUTAGE_S = 20.0
 
@@ -57,23 +54,8 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args()
-    # SIGTERM (a timeout, an operator) must still stop the stack and drop the database.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    os.environ["CLIPPING_PUBSUB_EMULATOR"] = "fallback"  # see tests/test_pubsub_emulators.py
-    database = f"clipping_bench_{uuid.uuid4().hex[:12]}"
-    with tempfile.TemporaryDirectory(prefix="bench-faults-") as state:
-        config = StackConfig.on_free_ports(Path(state))
-        if args.database == "postgresql":
-            config = config.model_copy(update={"prefect_database_url": create_database(database)})
-        stack = Stack(config)
-        with config.activated():
-            try:
-                stack.up()
-                result = run(stack, args)
-            finally:
-                stack.down()
-                if args.database == "postgresql":
-                    drop_database(database)
+    with bench_stack("faults", args.database) as stack:
+        result = run(stack, args)
     result["database"] = args.database
     print_report(result)
     if args.json:

@@ -121,7 +121,30 @@ def _stop_group(pid: int) -> None:
 
 def marked_processes(state_dir: str) -> list[int]:
     """Live processes (other than this one) carrying the marker of the stack in ``state_dir``."""
-    marker = f"{STACK_MARKER}={state_dir}".encode()
+    return processes_with_env(f"{STACK_MARKER}={state_dir}")
+
+
+def flow_processes(flow_run_id: str) -> list[int]:
+    """A flow run's process and its children (ffmpeg), by the variable the worker sets."""
+    return processes_with_env(f"PREFECT__FLOW_RUN_ID={flow_run_id}")
+
+
+def kill_flow_processes(flow_run_id: str) -> list[int]:
+    """SIGKILL a flow run's processes until none is left (a child may be starting meanwhile)."""
+    killed: set[int] = set()
+    deadline = time.monotonic() + 5.0
+    while (pids := flow_processes(flow_run_id)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+        time.sleep(0.05)
+    return sorted(killed)
+
+
+def processes_with_env(entry: str) -> list[int]:
+    """Live processes (other than this one) whose environment holds ``NAME=value``."""
+    wanted = entry.encode()
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
@@ -130,7 +153,7 @@ def marked_processes(state_dir: str) -> list[int]:
             environ = (proc / "environ").read_bytes()
         except OSError:
             continue
-        if marker in environ.split(b"\0") and _is_alive(int(proc.name)):
+        if wanted in environ.split(b"\0") and _is_alive(int(proc.name)):
             found.append(int(proc.name))
     return found
 

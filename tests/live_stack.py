@@ -6,7 +6,6 @@ always stopped, and the session checks that nothing it started outlives it.
 """
 
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +16,9 @@ from clipping.settings import Settings, get_settings
 from stack.completions import CompletionLog
 from stack.config import StackConfig
 from stack.lifecycle import Stack
-from stack.postgres import create_database, drop_database
 from stack.processes import marked_processes
 from stack.provision import COMPLETIONS_AUDIT_SUBSCRIPTION, ensure_sample_recording
+from stack.throwaway import on_database
 
 CLIP_TIMEOUT_S = 180.0
 # Small resumable-upload chunks make an upload take long enough to be interrupted.
@@ -37,15 +36,8 @@ def stack_config(
     tmp_path_factory: pytest.TempPathFactory, stack_database: str
 ) -> Iterator[StackConfig]:
     config = StackConfig.on_free_ports(tmp_path_factory.mktemp("stack"))
-    if stack_database == "sqlite":
-        yield config
-        return
-    name = f"clipping_test_{uuid.uuid4().hex[:12]}"
-    database_url = create_database(name)
-    try:
-        yield config.model_copy(update={"prefect_database_url": database_url})
-    finally:
-        drop_database(name)
+    with on_database(config, stack_database) as config_on_database:
+        yield config_on_database
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +130,12 @@ def runs_for(prefect_api: httpx.Client, request_id: str) -> list[dict]:
         "/flow_runs/filter",
         json={"flow_runs": {"idempotency_key": {"any_": [request_id]}}},
     ).json()
+
+
+def task_state(prefect_api: httpx.Client, flow_run_id: str, task: str) -> str | None:
+    """The state type of the run's task named ``task``, once it exists."""
+    runs = prefect_api.post(
+        "/task_runs/filter",
+        json={"flow_runs": {"id": {"any_": [flow_run_id]}}, "task_runs": {"name": {"like_": task}}},
+    ).json()
+    return runs[0]["state_type"] if runs else None

@@ -26,8 +26,9 @@ from google.cloud import storage
 
 from flows.liveness import ALIVE_WITHIN
 from stack.lifecycle import Stack
+from stack.processes import flow_processes, kill_flow_processes
 from stack.provision import ensure_sample_recording
-from tests.live_stack import CompletionLog, clip_body, runs_for, wait_until_finished
+from tests.live_stack import CompletionLog, clip_body, runs_for, task_state, wait_until_finished
 
 pytestmark = pytest.mark.e2e
 
@@ -67,36 +68,6 @@ def recording_long(live_stack: Stack) -> Iterator[Future[Path]]:
         )
 
 
-def _flow_process_ids(flow_run_id: str) -> list[int]:
-    """The flow run's process and its children (ffmpeg), by the variable the worker sets."""
-    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker in (proc / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
-
-
-def _kill_flow_processes(flow_run_id: str) -> list[int]:
-    """SIGKILL the run's processes until none is left (a child may be starting meanwhile)."""
-    killed: list[int] = []
-    deadline = time.monotonic() + 5.0
-    while (pids := _flow_process_ids(flow_run_id)) and time.monotonic() < deadline:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
-            if pid not in killed:
-                killed.append(pid)
-        time.sleep(0.05)
-    return killed
-
-
 def _history(prefect_api: httpx.Client, flow_run_id: str) -> list[dict]:
     states = prefect_api.get("/flow_run_states/", params={"flow_run_id": flow_run_id}).json()
     return sorted(states, key=lambda state: state["timestamp"])
@@ -123,14 +94,6 @@ def _at(state: dict) -> float:
     return datetime.fromisoformat(state["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
-def _task_state(prefect_api: httpx.Client, flow_run_id: str, task: str) -> str | None:
-    runs = prefect_api.post(
-        "/task_runs/filter",
-        json={"flow_runs": {"id": {"any_": [flow_run_id]}}, "task_runs": {"name": {"like_": task}}},
-    ).json()
-    return runs[0]["state_type"] if runs else None
-
-
 def _request_clip(proxy: httpx.Client, body: dict) -> str:
     answer = proxy.post("/v1/clip/request", json=body)
     assert answer.status_code == 202, answer.text
@@ -144,12 +107,28 @@ def _wait_until_cutting(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run_id = proxy.get(f"/v1/clip/{request_id}/status").json().get("flow_run_id")
-        if run_id and _task_state(prefect_api, run_id, "cut") == "RUNNING":
-            pids = _flow_process_ids(run_id)
+        if run_id and task_state(prefect_api, run_id, "cut") == "RUNNING":
+            pids = flow_processes(run_id)
             if pids:
                 return run_id, pids
         time.sleep(0.05)
     raise AssertionError(f"the run of {request_id} never started cutting")
+
+
+def _reencode_being_cut(
+    proxy: httpx.Client,
+    prefect_api: httpx.Client,
+    admin_proxy: httpx.Client,
+    recording: Path,
+    hand_id: str,
+) -> tuple[str, str, str]:
+    """Request a 36 s reencode and wait until it is cutting: request id, run id, agent."""
+    body = clip_body(
+        recording, hand_id=hand_id, start_seconds=2.0, end_seconds=38.0, mode="reencode"
+    )
+    request_id = _request_clip(proxy, body)
+    run_id, _ = _wait_until_cutting(proxy, prefect_api, request_id)
+    return request_id, run_id, _agent_running(admin_proxy, run_id)
 
 
 def _agent_running(admin_proxy: httpx.Client, flow_run_id: str) -> str:
@@ -198,13 +177,9 @@ def test_a_lost_host_is_detected_by_its_silence_and_the_clip_completes_once_else
     completions: CompletionLog,
     recording_640: Path,
 ) -> None:
-    body = clip_body(
-        recording_640, hand_id="hand-lost-host", start_seconds=2.0, end_seconds=38.0,
-        mode="reencode",
-    )  # fmt: skip
-    request_id = _request_clip(proxy, body)
-    run_id, _ = _wait_until_cutting(proxy, prefect_api, request_id)
-    agent = _agent_running(admin_proxy, run_id)
+    request_id, run_id, agent = _reencode_being_cut(
+        proxy, prefect_api, admin_proxy, recording_640, "hand-lost-host"
+    )
     (survivor,) = set(live_stack.config.workers) - {agent}
     worker_pid = live_stack.supervisor.running()[agent]
 
@@ -212,7 +187,7 @@ def test_a_lost_host_is_detected_by_its_silence_and_the_clip_completes_once_else
         # The worker first, so it cannot see its flow process die and report the crash itself.
         killed_at = time.time()
         os.kill(worker_pid, signal.SIGKILL)
-        killed = _kill_flow_processes(run_id)
+        killed = kill_flow_processes(run_id)
         assert killed, "the flow process was gone before the kill"
         assert _objects(f"hand-lost-host/{request_id}") == [], "the clip was done before the kill"
 
@@ -304,13 +279,9 @@ def test_a_flow_process_outliving_its_killed_worker_completes_its_run_once(
     completions: CompletionLog,
     recording_640: Path,
 ) -> None:
-    body = clip_body(
-        recording_640, hand_id="hand-orphan", start_seconds=2.0, end_seconds=38.0,
-        mode="reencode",
-    )  # fmt: skip
-    request_id = _request_clip(proxy, body)
-    run_id, _ = _wait_until_cutting(proxy, prefect_api, request_id)
-    agent = _agent_running(admin_proxy, run_id)
+    request_id, run_id, agent = _reencode_being_cut(
+        proxy, prefect_api, admin_proxy, recording_640, "hand-orphan"
+    )
 
     worker_pid = live_stack.supervisor.running()[agent]
 
@@ -322,7 +293,7 @@ def test_a_flow_process_outliving_its_killed_worker_completes_its_run_once(
         assert status["agent_id"] == agent
         _assert_completed_once(prefect_api, completions, request_id, "hand-orphan")
         deadline = time.monotonic() + 30
-        while _flow_process_ids(run_id):
+        while flow_processes(run_id):
             assert time.monotonic() < deadline, "the orphaned flow process did not exit"
             time.sleep(0.2)
 

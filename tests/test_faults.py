@@ -5,7 +5,6 @@ request (Prefect API), objects (GCS emulator) and completion messages (clipping-
 """
 
 import os
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,8 +30,9 @@ from cutting import probe
 from flows.records import ClipRecords
 from proxy.accepted import AcceptedRequests
 from stack.lifecycle import Stack
+from stack.processes import kill_flow_processes
 from stack.provision import ensure_sample_recording
-from tests.live_stack import CompletionLog, clip_body, runs_for, wait_until_finished
+from tests.live_stack import CompletionLog, clip_body, runs_for, task_state, wait_until_finished
 
 pytestmark = pytest.mark.e2e
 
@@ -245,27 +245,6 @@ def test_poison_messages_are_rejected_with_reasons_while_valid_ones_are_served(
     assert completions.wait_for("after-poison").status is ClipState.COMPLETED
 
 
-def _flow_process_ids(flow_run_id: str) -> list[int]:
-    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker in (proc / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
-
-
-def _task_state(prefect_api: httpx.Client, flow_run_id: str, task: str) -> str | None:
-    runs = prefect_api.post(
-        "/task_runs/filter",
-        json={"flow_runs": {"id": {"any_": [flow_run_id]}}, "task_runs": {"name": {"like_": task}}},
-    ).json()
-    return runs[0]["state_type"] if runs else None
-
-
 def test_a_flow_process_killed_mid_upload_is_rerun_and_the_object_is_whole(
     live_stack: Stack,
     proxy: httpx.Client,
@@ -281,10 +260,8 @@ def test_a_flow_process_killed_mid_upload_is_rerun_and_the_object_is_whole(
     killed: list[int] = []
     while not killed and time.monotonic() < deadline:
         run_id = proxy.get(f"/v1/clip/{request_id}/status").json().get("flow_run_id")
-        if run_id and _task_state(prefect_api, run_id, "upload") == "RUNNING":
-            killed = _flow_process_ids(run_id)
-            for pid in killed:
-                os.kill(pid, signal.SIGKILL)
+        if run_id and task_state(prefect_api, run_id, "upload") == "RUNNING":
+            killed = kill_flow_processes(run_id)
         time.sleep(0.02)
     assert killed, "never caught the upload running"
     assert _objects(object_name) == [], "the upload finished before the kill"
