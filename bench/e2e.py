@@ -17,6 +17,13 @@ NAS root, and measures:
   work pool with the job variables, pull steps and path of ``clip-hand``; --baseline-runs
   runs of it, each from ``create_flow_run_from_deployment`` to Completed (polling the API
   every 50 ms), interleaved with the requests so both see the same machine load.
+- the work floor: the flow's own work done by hand in this process, interleaved too:
+  ``cut_clip`` + ``write_poster`` of the same clip, then ``upload_file`` of clip and poster
+  into the same GCS emulator. Floor = baseline p50 + cut p50 + upload p50: what no
+  orchestration could go below (the emulator ingests ~150-200 MB/s, so a 225 MB clip's
+  upload alone is over half the baseline).
+- memory vs clip size: --short requests of a --short-clip-seconds clip; the flow
+  process's peak RSS for short and long clips is compared with their sizes.
 - accurate mode: --accurate requests in ``accurate`` mode (p50; 0 skips it).
 - a burst: --burst requests posted at once; throughput in clips/min from the first POST
   to the last ``completed``, how many each worker (status ``agent_id``) ran, and how many
@@ -30,14 +37,16 @@ deleted from the (in-memory) GCS emulator once a request is measured, so its mem
 bounded.
 
 Limits printed next to the figures: e2e p50 <= 1.3 x baseline p50; e2e p50 <= 30 s / 5
-= 6 s; peak RSS of a flow process below the clip's size (it streams, never buffers).
+= 6 s; peak RSS of a flow process below the clip's size and growing by under 5 % of the
+clip's growth from the short clip to the long one (it streams, never buffers).
 
     .venv/bin/python bench/e2e.py --json
     .venv/bin/python bench/e2e.py --requests 5 --burst 10 --accurate 0   # quick look
 
 With --json the last line is one JSON object: p50_s, p95_s, baseline_p50_s, ratio_p50,
 throughput_clips_per_min, lost, max_rss_mb (largest peak RSS of the measured processes),
-breakdown_s (medians), rss_mb (per component), burst_per_worker and more.
+floor_p50_s, ratio_to_floor, flow_rss_short_mb, breakdown_s (medians), rss_mb (per
+component), burst_per_worker and more.
 """
 
 import argparse
@@ -47,6 +56,7 @@ import os
 import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -54,7 +64,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 from google.api_core.exceptions import NotFound
@@ -63,7 +73,10 @@ from google.cloud import storage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from clipping.messages import ClipMode
 from clipping.settings import get_settings
+from cutting import cut_clip, write_poster
+from flows.upload import upload_file
 from stack.config import StackConfig
 from stack.lifecycle import Stack
 from stack.provision import ensure_sample_recording
@@ -76,6 +89,7 @@ CLIP_START_S = 10.5  # mid-GOP (2 s GOPs)
 POLL_S = 0.05
 BASELINE_FACTOR = 1.3
 TARGET_P50_S = 30.0 / 5
+RSS_GROWTH_LIMIT = 0.05  # of the clip's growth
 NOOP_ENTRYPOINT = "bench/noop_flow.py:noop"
 TASKS = ("cut", "upload", "sign", "notify")
 STEPS = (
@@ -119,6 +133,10 @@ def main() -> None:
         "--baseline-runs", type=int, default=None, help="noop flow runs (default: --requests)"
     )
     parser.add_argument("--accurate", type=int, default=3, help="accurate-mode requests (3)")
+    parser.add_argument("--short", type=int, default=3, help="short-clip requests (3; 0 skips)")
+    parser.add_argument(
+        "--short-clip-seconds", type=float, default=20.0, help="short clip length (20)"
+    )
     parser.add_argument("--burst", type=int, default=50, help="requests posted at once (50)")
     parser.add_argument(
         "--database",
@@ -190,6 +208,7 @@ def run(stack: Stack, recording: Path, args: argparse.Namespace, sampler: "RssSa
         bench.request(args.mode, "warmup-0")
         bench.noop_run(noop_id)
         latencies, breakdowns, baseline, baseline_breakdowns, sizes = [], [], [], [], []
+        floors: list[tuple[float, float]] = []
         for n in range(max(args.requests, args.baseline_runs)):
             if n < args.requests:
                 seconds, breakdown, size = bench.request(args.mode, f"seq-{n:03d}")
@@ -202,6 +221,18 @@ def run(stack: Stack, recording: Path, args: argparse.Namespace, sampler: "RssSa
                 baseline.append(seconds)
                 baseline_breakdowns.append(breakdown)
                 print(f"noop    {n + 1:3d}: {seconds:6.2f} s  {_brief(breakdown)}", flush=True)
+            if n < args.requests:
+                floors.append(bench.work_floor())
+                print(
+                    f"floor   {n + 1:3d}: cut {floors[-1][0]:.2f} s  upload {floors[-1][1]:.2f} s"
+                )
+        short_sizes = []
+        for n in range(args.short):
+            seconds, _, size = bench.request(
+                args.mode, f"short-{n:03d}", clip_seconds=args.short_clip_seconds
+            )
+            short_sizes.append(size)
+            print(f"short   {n + 1:3d}: {seconds:6.2f} s  ({size / 2**20:.1f} MB)", flush=True)
         accurate, accurate_breakdowns = [], []
         for n in range(args.accurate):
             seconds, breakdown, _ = bench.request("accurate", f"acc-{n:03d}")
@@ -216,6 +247,9 @@ def run(stack: Stack, recording: Path, args: argparse.Namespace, sampler: "RssSa
     p50 = statistics.median(latencies)
     baseline_p50 = statistics.median(baseline)
     clip_mb = statistics.median(sizes) / 2**20
+    cut_floor = statistics.median(cut for cut, _ in floors)
+    upload_floor = statistics.median(upload for _, upload in floors)
+    floor = baseline_p50 + cut_floor + upload_floor
     return {
         "mode": args.mode,
         "clip_seconds": args.clip_seconds,
@@ -227,6 +261,10 @@ def run(stack: Stack, recording: Path, args: argparse.Namespace, sampler: "RssSa
         "ratio_p50": round(p50 / baseline_p50, 3),
         "limit_ratio": BASELINE_FACTOR,
         "limit_p50_s": TARGET_P50_S,
+        "cut_floor_s": round(cut_floor, 3),
+        "upload_floor_s": round(upload_floor, 3),
+        "floor_p50_s": round(floor, 3),
+        "ratio_to_floor": round(p50 / floor, 3),
         "breakdown_s": _medians(breakdowns),
         "baseline_breakdown_s": _medians(baseline_breakdowns),
         "accurate_requests": len(accurate),
@@ -239,6 +277,11 @@ def run(stack: Stack, recording: Path, args: argparse.Namespace, sampler: "RssSa
         "lost": burst.get("lost", 0) + bench.lost,
         "failed": burst.get("failed", 0),
         "clip_size_mb": round(clip_mb, 1),
+        "short_clip_seconds": args.short_clip_seconds if short_sizes else None,
+        "clip_size_short_mb": (
+            round(statistics.median(short_sizes) / 2**20, 1) if short_sizes else None
+        ),
+        "flow_rss_short_mb": rss.get(f"flow clip-hand {args.mode} short"),
         "rss_mb": rss,
         "max_rss_mb": max(rss.values()) if rss else None,
         "flow_rss_mb": rss.get(f"flow clip-hand {args.mode}"),
@@ -270,13 +313,13 @@ class Bench:
 
     # clip requests
 
-    def body(self, mode: str, request_id: str) -> dict[str, Any]:
+    def body(self, mode: str, request_id: str, clip_seconds: float | None = None) -> dict[str, Any]:
         return {
             "request_id": request_id,
             "hand_id": f"hand-{request_id}",
             "nas_video_path": str(self.recording),
             "start_seconds": CLIP_START_S,
-            "end_seconds": CLIP_START_S + self.args.clip_seconds,
+            "end_seconds": CLIP_START_S + (clip_seconds or self.args.clip_seconds),
             "mode": mode,
         }
 
@@ -299,9 +342,11 @@ class Bench:
             return None
         return answer.json() if answer.status_code == 200 else None
 
-    def request(self, mode: str, request_id: str) -> tuple[float, dict[str, float], int]:
+    def request(
+        self, mode: str, request_id: str, clip_seconds: float | None = None
+    ) -> tuple[float, dict[str, float], int]:
         """One request, POST -> completed: seconds, its breakdown, the clip's size."""
-        body = self.body(mode, request_id)
+        body = self.body(mode, request_id, clip_seconds)
         posted = self.post(body)
         deadline = time.monotonic() + self.args.timeout
         while time.monotonic() < deadline:
@@ -315,7 +360,7 @@ class Bench:
             raise BenchFailed(f"request {request_id} not finished after {self.args.timeout} s")
         if status["status"] != "completed":
             raise BenchFailed(f"request {request_id} {status['status']}: {status.get('reason')}")
-        self.run_modes[status["flow_run_id"]] = mode
+        self.run_modes[status["flow_run_id"]] = f"{mode} short" if clip_seconds else mode
         self.delete_objects(status)
         breakdown = self.breakdown(self.run_of(request_id), posted, seen)
         return seen - posted, breakdown, status["size_bytes"]
@@ -325,6 +370,30 @@ class Bench:
         for object_name in (name, name.rsplit(".", 1)[0] + ".jpg"):
             with contextlib.suppress(NotFound):
                 self.gcs.blob(object_name).delete()
+
+    def work_floor(self) -> tuple[float, float]:
+        """The flow's work by hand, here: cut and poster, then their upload; seconds each."""
+        end = CLIP_START_S + self.args.clip_seconds
+        with tempfile.TemporaryDirectory(prefix="floor-") as scratch:
+            started = time.perf_counter()
+            clip = cut_clip(
+                self.recording,
+                CLIP_START_S,
+                end,
+                ClipMode(self.args.mode),
+                Path(scratch) / "clip.mp4",
+            )
+            poster = write_poster(clip.path, Path(scratch) / "poster.jpg")
+            cut_s = time.perf_counter() - started
+            files = {clip.path: "video/mp4", poster: "image/jpeg"}
+            blobs = [self.gcs.blob(f"floor/{uuid4()}{path.suffix}") for path in files]
+            started = time.perf_counter()
+            for blob, (path, content_type) in zip(blobs, files.items(), strict=True):
+                upload_file(blob, path, content_type, self.settings.upload_chunk_bytes)
+            upload_s = time.perf_counter() - started
+        for blob in blobs:
+            blob.delete()
+        return cut_s, upload_s
 
     # the Prefect side
 
@@ -588,6 +657,11 @@ def print_report(result: dict) -> None:
         f"ratio {result['ratio_p50']:.2f}  {_verdict(p50 <= limit)}"
     )
     print(
+        f"  work floor: baseline p50 + cut {result['cut_floor_s']:.2f} s + upload "
+        f"{result['upload_floor_s']:.2f} s (by hand, same emulator) = {result['floor_p50_s']:.2f} s"
+        f"   e2e p50 / floor {result['ratio_to_floor']:.2f}"
+    )
+    print(
         f"  e2e p50 {p50:6.2f} s  vs 30 s / 5           {TARGET_P50_S:6.2f} s   "
         f"{_verdict(p50 <= TARGET_P50_S)}"
     )
@@ -619,6 +693,16 @@ def print_report(result: dict) -> None:
             f"  flow process ({result['mode']}) {flow_mb:.1f} MB vs clip size "
             f"{result['clip_size_mb']} MB  "
             f"{_verdict(flow_mb < result['clip_size_mb'])}"
+        )
+    short_mb = result["flow_rss_short_mb"]
+    if flow_mb is not None and short_mb is not None:
+        clip_growth = result["clip_size_mb"] - result["clip_size_short_mb"]
+        print(
+            f"  flow process {short_mb:.1f} MB for a {result['short_clip_seconds']:g} s clip "
+            f"({result['clip_size_short_mb']} MB), {flow_mb:.1f} MB for a "
+            f"{result['clip_seconds']:g} s clip: grows {flow_mb - short_mb:+.1f} MB for "
+            f"{clip_growth:+.1f} MB of clip (limit {RSS_GROWTH_LIMIT:.0%})  "
+            f"{_verdict(flow_mb - short_mb <= RSS_GROWTH_LIMIT * clip_growth)}"
         )
 
 

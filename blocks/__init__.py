@@ -1,10 +1,11 @@
 """Prefect blocks: where clips are stored and which key signs their URLs.
 
 ``clip-bucket`` is a prefect-gcp ``GcsBucket`` block holding the ``clip-gcp``
-``GcpCredentials`` block (a service-account key). Both are saved by
-``python -m deployments``; the flow loads the bucket by name.
+``GcpCredentials`` block (a service-account key). ``blocks.gcs.save_clip_blocks`` saves
+both (``python -m deployments`` calls it); the flow reads them as a ``ClipBucket``
+(``blocks.clip_bucket``), which does not import prefect-gcp.
 """
 
-from blocks.gcs import load_clip_bucket, save_clip_blocks, signing_credentials, storage_bucket
+from blocks.clip_bucket import ClipBucket
 
-__all__ = ["load_clip_bucket", "save_clip_blocks", "signing_credentials", "storage_bucket"]
+__all__ = ["ClipBucket"]

@@ -1,9 +1,7 @@
-"""The GCS blocks the flow uploads through and signs with."""
+"""Saving the GCS blocks the flow uploads through and signs with."""
 
 import json
 
-from google.cloud.storage import Bucket
-from google.oauth2.service_account import Credentials as ServiceAccountCredentials
 from prefect_gcp import GcpCredentials
 from prefect_gcp.cloud_storage import GcsBucket
 
@@ -22,27 +20,3 @@ def save_clip_blocks(settings: Settings) -> GcsBucket:
     bucket = GcsBucket(bucket=settings.bucket, gcp_credentials=credentials)
     bucket.save(settings.gcs_block, overwrite=True)
     return bucket
-
-
-def load_clip_bucket(settings: Settings) -> GcsBucket:
-    return GcsBucket.load(settings.gcs_block)
-
-
-def storage_bucket(bucket: GcsBucket) -> Bucket:
-    """The bucket as a storage-client object: one client (one token) for all its calls.
-
-    Unlike ``GcsBucket.get_bucket`` it makes no request; every ``GcsBucket`` file method
-    builds a new client and fetches a new token, which a run would otherwise do per call.
-    """
-    return bucket.gcp_credentials.get_cloud_storage_client().bucket(bucket.bucket)
-
-
-def signing_credentials(bucket: GcsBucket) -> ServiceAccountCredentials:
-    """The key that signs V4 URLs: the service account stored in the bucket's credentials."""
-    credentials = bucket.gcp_credentials.get_credentials_from_service_account()
-    if not isinstance(credentials, ServiceAccountCredentials):
-        raise RuntimeError(
-            "signing download URLs needs a service-account key in the credentials block "
-            "(set CLIPPING_SERVICE_ACCOUNT_FILE and run `python -m deployments`)"
-        )
-    return credentials

@@ -11,7 +11,7 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.workers.process import ProcessWorker
 
-from blocks import save_clip_blocks
+from blocks.gcs import save_clip_blocks
 from clipping.settings import Settings
 from deployments.automations import ensure_recovery_automations
 from deployments.pubsub import ensure_topology

@@ -31,10 +31,9 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.flows import Flow
 from prefect.logging.loggers import flow_run_logger
 from prefect.states import Failed, State
-from prefect_gcp.cloud_storage import GcsBucket
 from pydantic import BaseModel
 
-from blocks import load_clip_bucket, signing_credentials, storage_bucket
+from blocks import ClipBucket
 from clipping.messages import ClipCompletion, ClipRequest, ClipState
 from clipping.pubsub import publish_model
 from clipping.settings import get_settings
@@ -87,7 +86,7 @@ def cut(request: ClipRequest, scratch: Path) -> CutClip:
 
 
 @task(name="upload", retries=3, retry_delay_seconds=[1, 5, 15])
-def upload(scratch: Path, bucket: GcsBucket, request: ClipRequest) -> None:
+def upload(scratch: Path, bucket: ClipBucket, request: ClipRequest) -> None:
     """Stream clip and poster to their deterministic names: a retry overwrites, never duplicates.
 
     An object appears only when its upload completes, so an interrupted upload leaves
@@ -95,19 +94,19 @@ def upload(scratch: Path, bucket: GcsBucket, request: ClipRequest) -> None:
     grow with the clip or the chunk size.
     """
     chunk_bytes = get_settings().upload_chunk_bytes
-    gcs = storage_bucket(bucket)
+    gcs = bucket.storage()
     for local, object_name, content_type in (
         (scratch / "clip.mp4", request.object_name, "video/mp4"),
         (scratch / POSTER_FILE, request.poster_object_name, "image/jpeg"),
     ):
         size = upload_file(gcs.blob(object_name), local, content_type, chunk_bytes)
-        get_run_logger().info("uploaded gs://%s/%s (%d bytes)", bucket.bucket, object_name, size)
+        get_run_logger().info("uploaded gs://%s/%s (%d bytes)", bucket.name, object_name, size)
 
 
 @task(name="sign")
-def sign(bucket: GcsBucket, object_names: list[str], ttl: timedelta) -> list[SignedUrl]:
-    credentials = signing_credentials(bucket)
-    gcs = storage_bucket(bucket)
+def sign(bucket: ClipBucket, object_names: list[str], ttl: timedelta) -> list[SignedUrl]:
+    credentials = bucket.signing_credentials()
+    gcs = bucket.storage()
     urls = [
         gcs.blob(name).generate_signed_url(
             version="v4", method="GET", expiration=ttl, credentials=credentials
@@ -165,9 +164,7 @@ def announce_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
 def announce_final_failure(flow_run: FlowRun, reason: str) -> str | None:
     """Publish ``failed`` for the run's request unless it was announced; the message id."""
     request = flow_run.parameters.get("request", {})
-    records = ClipRecords(
-        storage_bucket(load_clip_bucket(get_settings())), request.get("request_id", "")
-    )
+    records = ClipRecords(ClipBucket.load(get_settings()).storage(), request.get("request_id", ""))
     if records.announced() is not None or not records.claim_announcement():
         return None
     completion = ClipCompletion(
@@ -204,8 +201,8 @@ def _clip(request: ClipRequest) -> ClipCompletion | State:
     attempt = runtime.flow_run.run_count
     if attempt > settings.max_flow_attempts:
         return Failed(message=f"gave up after {attempt - 1} attempts (crashes or failures)")
-    bucket = load_clip_bucket(settings)
-    records = ClipRecords(storage_bucket(bucket), request.request_id)
+    bucket = ClipBucket.load(settings)
+    records = ClipRecords(bucket.storage(), request.request_id)
     if (announced := records.announced()) is not None:
         get_run_logger().info("already announced as %s; nothing left to do", announced.status)
         if announced.status is ClipState.FAILED:
@@ -221,7 +218,7 @@ def _clip(request: ClipRequest) -> ClipCompletion | State:
         records.record_upload(uploaded)
     else:
         get_run_logger().info(
-            "reusing gs://%s/%s from an earlier attempt", bucket.bucket, uploaded.object_path
+            "reusing gs://%s/%s from an earlier attempt", bucket.name, uploaded.object_path
         )
     with _timed(timings, "sign"):
         signed, poster = sign(
@@ -256,7 +253,7 @@ def _clip(request: ClipRequest) -> ClipCompletion | State:
 
 
 def _cut_and_upload(
-    request: ClipRequest, bucket: GcsBucket, timings: dict[str, float]
+    request: ClipRequest, bucket: ClipBucket, timings: dict[str, float]
 ) -> UploadedClip | State:
     """Cut in a scratch directory that is always removed, then upload; Failed if uncuttable."""
     work_dir = get_settings().work_dir
@@ -292,7 +289,7 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
 
 
 def _publish_artifacts(
-    request: ClipRequest, completion: ClipCompletion, bucket: GcsBucket, timings: dict[str, float]
+    request: ClipRequest, completion: ClipCompletion, bucket: ClipBucket, timings: dict[str, float]
 ) -> None:
     create_link_artifact(
         link=completion.download_url or "",
@@ -312,7 +309,7 @@ def _artifact_key(hand_id: str) -> str:
 
 
 def _summary(
-    request: ClipRequest, completion: ClipCompletion, bucket: GcsBucket, timings: dict[str, float]
+    request: ClipRequest, completion: ClipCompletion, bucket: ClipBucket, timings: dict[str, float]
 ) -> str:
     clamped = " (end clamped to the recording)" if completion.clamped else ""
     timing_rows = "\n".join(f"| {name} | {seconds:.2f} s |" for name, seconds in timings.items())
@@ -327,7 +324,7 @@ def _summary(
 | mode | {request.mode.value} |
 | duration | {completion.duration_seconds:.3f} s |
 | size | {completion.size_bytes:,} bytes |
-| object | `gs://{bucket.bucket}/{completion.object_name}` |
+| object | `gs://{bucket.name}/{completion.object_name}` |
 | poster | [first frame]({completion.poster_url}) |
 | agent | {completion.agent_id or "-"} |
 

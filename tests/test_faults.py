@@ -23,7 +23,7 @@ from prefect.states import AwaitingRetry, Crashed
 
 from agent_pool.crash_sweep import sweep_crashed_runs
 from agent_pool.listener import RequestListener
-from blocks import load_clip_bucket, storage_bucket
+from blocks import ClipBucket
 from clipping.messages import ClipCompletion, ClipRequest, ClipState
 from clipping.settings import Settings, get_settings
 from cutting import probe
@@ -419,7 +419,7 @@ def test_a_reused_request_id_with_another_body_is_rejected_not_clipped(
 
 
 def test_of_two_attempts_announcing_at_once_only_one_announces(live_stack: Stack) -> None:
-    bucket = storage_bucket(load_clip_bucket(get_settings()))
+    bucket = ClipBucket.load(get_settings()).storage()
     first, second = ClipRecords(bucket, "claim-1"), ClipRecords(bucket, "claim-1")
     assert first.claim_announcement() is True
     with ThreadPoolExecutor(max_workers=1) as pool:

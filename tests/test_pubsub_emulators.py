@@ -259,9 +259,11 @@ def test_a_restarted_subscriber_keeps_receiving(
     """What a listener restart does: close the stream, open a new one, expect new messages."""
     if request.node.callspec.params["pubsub_emulator"] == "official":
         request.applymarker(
+            # Not strict: the bug is intermittent (4 of 5 runs here), and a run that
+            # escapes it must not fail the suite.
             pytest.mark.xfail(
-                strict=True,
-                reason="official emulator 0.8.20 throws NoSuchMethodError "
+                strict=False,
+                reason="official emulator 0.8.20 often throws NoSuchMethodError "
                 "(io.grpc.InternalStatus.asRuntimeException) when a client cancels its "
                 "StreamingPull, and then delivers none of the subscription's messages",
             )
