@@ -428,3 +428,13 @@ def test_of_two_attempts_announcing_at_once_only_one_announces(live_stack: Stack
         assert not waiting.done(), "the second attempt must wait for the first one's record"
         first.record_announcement(ClipCompletion(request_id="claim-1", status=ClipState.COMPLETED))
         assert waiting.result(timeout=30) is False
+
+
+def test_a_missing_bucket_block_is_named_with_the_command_that_saves_it(
+    live_stack: Stack,
+) -> None:
+    settings = get_settings().model_copy(update={"gcs_block": "no-such-bucket"})
+    with pytest.raises(
+        LookupError, match=r"no gcs-bucket block named 'no-such-bucket'.*deployments"
+    ):
+        ClipBucket.load(settings)

@@ -11,6 +11,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.oauth2.service_account import Credentials
 
+from blocks import ClipBucket
 from flows.clip_hand import v4_url_expiry
 from stack.provision import write_service_account_key
 from tests.signed_urls import verify_v4_url
@@ -70,3 +71,32 @@ def test_another_key_does_not_verify(key_file: Path, tmp_path: Path) -> None:
     write_service_account_key(other, "gg-poker", "http://127.0.0.1:9/token")
     with pytest.raises(InvalidSignature):
         verify_v4_url(_signed_url(key_file), _public_key(other))
+
+
+def test_the_flows_bucket_signs_with_the_key_from_the_block_and_never_shows_it(
+    key_file: Path,
+) -> None:
+    key = key_file.read_text()
+    for bucket in (
+        ClipBucket(name="gg-subclips", service_account_json=key),
+        ClipBucket(name="gg-subclips", service_account_file=str(key_file)),
+    ):
+        url = (
+            bucket.storage()
+            .blob("hand_1/r.mp4")
+            .generate_signed_url(
+                version="v4",
+                method="GET",
+                expiration=timedelta(days=7),
+                credentials=bucket.signing_credentials(),
+                api_access_endpoint="http://127.0.0.1:4443",
+            )
+        )
+        facts = verify_v4_url(url, _public_key(key_file))
+        assert facts.signer == "clipping-local@gg-poker.iam.gserviceaccount.com"
+        assert "PRIVATE KEY" not in repr(bucket) + bucket.model_dump_json()
+
+
+def test_without_a_key_the_flows_bucket_says_how_to_provide_one() -> None:
+    with pytest.raises(RuntimeError, match="CLIPPING_SERVICE_ACCOUNT_FILE"):
+        ClipBucket(name="gg-subclips").signing_credentials()
