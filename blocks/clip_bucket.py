@@ -8,6 +8,7 @@ file) with the cloud-platform scope, else Application Default Credentials.
 """
 
 import json
+from functools import lru_cache
 
 from google.cloud.storage import Bucket, Client
 from google.oauth2.service_account import Credentials
@@ -55,12 +56,8 @@ class ClipBucket(BaseModel):
 
     def credentials(self) -> Credentials | None:
         """The service account's credentials; None for Application Default Credentials."""
-        if self.service_account_json:
-            info = json.loads(self.service_account_json.get_secret_value())
-            return Credentials.from_service_account_info(info, scopes=SCOPES)
-        if self.service_account_file:
-            return Credentials.from_service_account_file(self.service_account_file, scopes=SCOPES)
-        return None
+        key = self.service_account_json.get_secret_value() if self.service_account_json else None
+        return _service_account(key, self.service_account_file)
 
     def storage(self) -> Bucket:
         """A storage-client bucket: one client (one token) for all its calls; no request."""
@@ -75,3 +72,13 @@ class ClipBucket(BaseModel):
                 "(set CLIPPING_SERVICE_ACCOUNT_FILE and run `python -m deployments`)"
             )
         return credentials
+
+
+@lru_cache(maxsize=8)
+def _service_account(key_json: str | None, key_file: str | None) -> Credentials | None:
+    """One credentials object (one parsed RSA key, one token) per key and process."""
+    if key_json:
+        return Credentials.from_service_account_info(json.loads(key_json), scopes=SCOPES)
+    if key_file:
+        return Credentials.from_service_account_file(key_file, scopes=SCOPES)
+    return None

@@ -62,7 +62,7 @@ def recovery_automations(deployment_id: UUID) -> list[Automation]:
             "mark it Crashed so it is rerun elsewhere.",
             trigger=EventTrigger(
                 after={ALIVE_EVENT},
-                expect={ALIVE_EVENT, "prefect.flow-run.heartbeat", *_LATER_STATES},
+                expect={ALIVE_EVENT, *_LATER_STATES},
                 for_each={"prefect.resource.id"},
                 match={"prefect.resource.id": "prefect.flow-run.*"},
                 match_related=of_clip_runs,

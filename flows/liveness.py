@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from prefect import runtime
+from prefect.context import FlowRunContext
 from prefect.events import emit_event
 from prefect.events.worker import EventsWorker
 
@@ -64,7 +65,10 @@ def _resource() -> dict[str, str]:
 
 
 def _related() -> list[dict[str, str]]:
-    deployment_id = runtime.deployment.id
+    # Not runtime.deployment.id: Prefect 3.9 looks the id up on the flow run context
+    # object rather than its flow run, misses, and reads the run back from the API.
+    context = FlowRunContext.get()
+    deployment_id = context.flow_run.deployment_id if context and context.flow_run else None
     if deployment_id is None:
         return []
     return [
