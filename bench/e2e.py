@@ -575,14 +575,16 @@ class RssSampler:
                 ),
                 "",
             )
+            # Name and VmHWM from one read: a child read across its exec would otherwise
+            # pair ffmpeg's name with the Python parent's memory.
             try:
-                cmdline = (proc / "cmdline").read_bytes()
+                status = _status_fields((proc / "status").read_text())
             except OSError:
                 continue
-            kind = "flow" if b"prefect.engine" in cmdline else "child"
-            mb = _vm_hwm_mb(int(proc.name))
-            if mb is None:
+            if "VmHWM" not in status:
                 continue
+            kind = "flow" if status["Name"].startswith("python") else "child"
+            mb = int(status["VmHWM"].split()[0]) / 1024
             pid = int(proc.name)
             known = self.flow_processes.get(pid)
             peak = max(mb, known[2]) if known and known[0] == run_id else mb
@@ -600,14 +602,16 @@ class RssSampler:
         return report
 
 
+def _status_fields(text: str) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
 def _vm_hwm_mb(pid: int) -> float | None:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+        status = _status_fields(Path(f"/proc/{pid}/status").read_text())
     except OSError:
         return None
-    return None
+    return int(status["VmHWM"].split()[0]) / 1024 if "VmHWM" in status else None
 
 
 # --- figures -----------------------------------------------------------------------------------
