@@ -33,10 +33,10 @@ from prefect.exceptions import ObjectNotFound
 from pydantic import ValidationError
 
 from agent_pool.crash_sweep import sweep_crashed_runs
+from blocks import ClipBucket
 from clipping.messages import ClipCompletion, ClipRequest, ClipState, describe_validation_error
 from clipping.pubsub import publish_data, publish_model
 from clipping.settings import Settings, get_settings
-from clipping.storage import clip_bucket
 from flows.records import ClipRecords
 
 logger = logging.getLogger("clipping.listener")
@@ -140,7 +140,8 @@ class RequestListener:
                 request_id=request.request_id,
                 status=ClipState.FAILED.value,
             )
-            ClipRecords(clip_bucket(self.settings), request.request_id).record_announcement(failure)
+            bucket = ClipBucket.from_settings(self.settings).storage()
+            ClipRecords(bucket, request.request_id).record_announcement(failure)
         except Exception:
             logger.exception("request %s: could not park it; nacked", request.request_id)
             message.nack()

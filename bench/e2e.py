@@ -79,6 +79,7 @@ from cutting import cut_clip, write_poster
 from flows.upload import upload_file
 from stack.config import StackConfig
 from stack.lifecycle import Stack
+from stack.processes import flow_run_id_of, marked_processes
 from stack.provision import ensure_sample_recording
 from stack.throwaway import bench_stack
 
@@ -531,7 +532,7 @@ class RssSampler:
     def __init__(self, stack: Stack, interval: float = 0.2) -> None:
         self.stack = stack
         self.interval = interval
-        self.marker = str(stack.config.dir).encode()
+        self.state_dir = str(stack.config.dir)
         self.components = {*self.COMPONENTS, *stack.config.workers}
         self.peaks: dict[str, float] = {}
         # pid -> (flow run id, "flow" or "child", peak MB)
@@ -558,34 +559,20 @@ class RssSampler:
         for name, pid in self.stack.supervisor.running().items():
             if name in self.components and (mb := _vm_hwm_mb(pid)) is not None:
                 self.peaks[name] = max(self.peaks.get(name, 0.0), mb)
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
+        for pid in marked_processes(self.state_dir):
+            run_id = flow_run_id_of(pid)
+            if run_id is None:
                 continue
-            try:
-                environ = (proc / "environ").read_bytes()
-            except OSError:
-                continue
-            if b"PREFECT__FLOW_RUN_ID=" not in environ or self.marker not in environ:
-                continue
-            run_id = next(
-                (
-                    entry.split(b"=", 1)[1].decode()
-                    for entry in environ.split(b"\0")
-                    if entry.startswith(b"PREFECT__FLOW_RUN_ID=")
-                ),
-                "",
-            )
             # Name and VmHWM from one read: a child read across its exec would otherwise
             # pair ffmpeg's name with the Python parent's memory.
             try:
-                status = _status_fields((proc / "status").read_text())
+                status = _status_fields(Path(f"/proc/{pid}/status").read_text())
             except OSError:
                 continue
             if "VmHWM" not in status:
                 continue
             kind = "flow" if status["Name"].startswith("python") else "child"
             mb = int(status["VmHWM"].split()[0]) / 1024
-            pid = int(proc.name)
             known = self.flow_processes.get(pid)
             peak = max(mb, known[2]) if known and known[0] == run_id else mb
             self.flow_processes[pid] = (run_id, kind, peak)

@@ -1,4 +1,4 @@
-"""The ``clip-bucket`` block as the flow uses it, read without importing prefect-gcp.
+"""The clip bucket: the ``clip-bucket`` block as the flow uses it, read without prefect-gcp.
 
 Importing ``prefect_gcp`` costs a flow process ~0.45 s on this machine (its package
 imports the BigQuery, Cloud Run and discovery clients), more than the rest of the flow's
@@ -31,6 +31,17 @@ class ClipBucket(BaseModel):
     project: str | None = None
     service_account_json: SecretStr | None = None
     service_account_file: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ClipBucket":
+        """From ``CLIPPING_*`` alone, for the listener and the proxy: they must reach the
+        request records (``flows.records``) while Prefect, which keeps the block, is down."""
+        key_file = settings.service_account_file
+        return cls(
+            name=settings.bucket,
+            project=settings.gcp_project,
+            service_account_file=str(key_file) if key_file else None,
+        )
 
     @classmethod
     def load(cls, settings: Settings) -> "ClipBucket":

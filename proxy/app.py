@@ -39,11 +39,11 @@ from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, get_current_settings
 from pydantic import BaseModel
 
+from blocks import ClipBucket
 from clipping import drain
 from clipping.messages import ClipState, ClipStatusReport, NewClipRequest, describe_problems
 from clipping.pubsub import publish_model
 from clipping.settings import Settings, get_settings
-from clipping.storage import clip_bucket
 from proxy.accepted import AcceptedRequests, RequestIdConflict
 from proxy.agents import AgentReport, AgentStatus, UnknownAgent, agent_report, agent_reports
 from proxy.auth import ApiKeys, Scope, digest
@@ -106,7 +106,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.profile = SettingsContext.get().profile
         app.state.accepted = AcceptedRequests(proxy_settings.database_url)
-        app.state.bucket = clip_bucket(settings)
+        app.state.bucket = ClipBucket.from_settings(settings).storage()
         async with get_client() as prefect:
             app.state.prefect = prefect
             yield

@@ -142,6 +142,18 @@ def kill_flow_processes(flow_run_id: str) -> list[int]:
     return sorted(killed)
 
 
+def flow_run_id_of(pid: int) -> str | None:
+    """The flow run a process works for (``PREFECT__FLOW_RUN_ID``), if any and if alive."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    for entry in environ.split(b"\0"):
+        if entry.startswith(b"PREFECT__FLOW_RUN_ID="):
+            return entry.split(b"=", 1)[1].decode()
+    return None
+
+
 def processes_with_env(entry: str) -> list[int]:
     """Live processes (other than this one) whose environment holds ``NAME=value``."""
     wanted = entry.encode()

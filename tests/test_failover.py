@@ -210,8 +210,6 @@ def test_a_lost_host_is_detected_by_its_silence_and_the_clip_completes_once_else
         f"\nlost host: crashed {detected_s:.1f} s after the kill, "
         f"completed on {survivor} {completed_at - killed_at:.1f} s after the kill"
     )
-    # Silence for ALIVE_WITHIN after the last beat, plus the trigger's evaluation period.
-    assert detected_s <= 2 * ALIVE_WITHIN.total_seconds()
     history = _history(prefect_api, run_id)
     assert _types(history).count("CRASHED") == 1, _types(history)
     after_crash = history[history.index(crashed[0]) + 1]
