@@ -157,10 +157,18 @@ def test_draining_the_last_online_agent_is_refused(admin_proxy: httpx.Client) ->
         assert "no other agent" in refused.json()["detail"]
 
 
+# A drain takes effect at the agent's next poll (up to 1 s later, plus its API calls): the
+# clip's reencode must outlast that by far. 40 s of 640x360 (~3 s quiet) once finished
+# first; 120 s takes ~10 s quiet.
+FAILOVER_CLIP_S = 120
+
+
 @pytest.fixture(scope="module")
 def long_recording(live_stack: Stack) -> Path:
     return ensure_sample_recording(
-        live_stack.config.nas_root / "recordings" / "table-long.mp4", seconds=40, size="640x360"
+        live_stack.config.nas_root / "recordings" / "table-long.mp4",
+        seconds=FAILOVER_CLIP_S,
+        size="640x360",
     )
 
 
@@ -170,7 +178,9 @@ def test_failover_moves_a_running_clip_to_the_other_agent(
     long_recording: Path,
     completions: CompletionLog,
 ) -> None:
-    body = clip_body(long_recording, hand_id="hand-failover", start_seconds=0.0, end_seconds=40.0)
+    body = clip_body(
+        long_recording, hand_id="hand-failover", start_seconds=0.0, end_seconds=FAILOVER_CLIP_S
+    )
     with drained(admin_proxy, "nas-server-02"):
         request_id = proxy.post("/v1/clip/request", json={**body, "mode": "reencode"}).json()[
             "request_id"
