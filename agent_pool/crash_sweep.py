@@ -26,7 +26,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.states import AwaitingRetry, Failed
 
-from flows.clip_hand import announce_final_failure
+from clipping.outcomes import RequestOutcomes, run_failure
 
 logger = logging.getLogger("clipping.listener")
 
@@ -37,6 +37,7 @@ def sweep_crashed_runs(
     prefect: SyncPrefectClient,
     deployment_id: UUID,
     max_attempts: int,
+    outcomes: RequestOutcomes,
     grace: timedelta = SWEEP_GRACE,
 ) -> None:
     for run in _crashed_or_rescheduled_runs(prefect, deployment_id):
@@ -46,7 +47,7 @@ def sweep_crashed_runs(
         if crashes >= max_attempts:
             reason = f"crashed {crashes} times; giving up"
             prefect.set_flow_run_state(run.id, Failed(message=reason), force=True)
-            announce_final_failure(run, reason)
+            outcomes.settle(run_failure(run.parameters, str(run.id), reason))
             logger.error("flow run %s %s", run.id, reason)
         elif run.state_type is StateType.CRASHED and _age(run) >= grace:
             prefect.set_flow_run_state(

@@ -1,43 +1,57 @@
 """Pub/Sub listener: one ``clip-hand`` flow run per clip request.
 
-    PREFECT_API_URL=http://127.0.0.1:4200/api python -m agent_pool.listener
+    PREFECT_API_URL=http://127.0.0.1:4200/api PREFECT_API_AUTH_STRING=... \\
+    python -m agent_pool.listener
 
 StreamingPull on the ``clipping-worker`` subscription of ``clipping-requests``. Each valid
 request becomes a flow run of the ``clip-hand`` deployment with
 ``idempotency_key = request_id``, and the message is acked only once the run exists, so a
-redelivery finds the same run instead of making a second clip. An invalid message, or a
-request id reused with a different body, is answered with a ``rejected`` completion that
-carries the reason, then acked. When Prefect is unreachable the message is nacked after a
-growing backoff, and nothing is acked that was not handled; after
-``CLIPPING_MAX_DELIVERY_ATTEMPTS`` deliveries it is parked on ``clipping-requests-dead``
-with its reason (attribute ``reason``), a ``failed`` completion is published and recorded
-with the request's records in the bucket (where the proxy's status finds it). The
-subscription's own dead-letter policy is the backstop if the listener itself keeps dying.
-Every 30 s the listener also sweeps clip runs left Crashed (``agent_pool.crash_sweep``).
+redelivery finds the same run instead of making a second clip.
+
+No message stops the listener: whatever happens while handling one ends in an ack (the run
+exists, or the request was rejected or parked with a reason) or a nack, never in an
+exception out of the callback. Outcomes go through ``clipping.outcomes`` (one per request):
+
+- an invalid message is answered with a ``rejected`` completion carrying the reason, under
+  the request id it claims; a message claiming an id that already has a run or an outcome
+  (a reused id, or a forgery) announces nothing under it and is parked instead;
+- while Prefect (or anything else the handling needs) fails, the message is nacked after a
+  growing backoff; after ``CLIPPING_MAX_DELIVERY_ATTEMPTS`` deliveries it is parked on
+  ``clipping-requests-dead`` with its reason (attribute ``reason``) and, for a valid
+  request, settled as ``failed`` (the proxy's status then answers it).
+
+The subscription's own dead-letter policy is the backstop if the listener itself keeps
+dying. When the stream ends (an emulator or Pub/Sub restart), the listener subscribes again.
+Every 30 s it also sweeps clip runs left Crashed (``agent_pool.crash_sweep``).
 """
 
 import argparse
-import json
 import logging
 import signal
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 from uuid import UUID
 
 from google.cloud.pubsub_v1 import SubscriberClient
-from google.cloud.pubsub_v1.subscriber.message import Message
 from google.cloud.pubsub_v1.types import FlowControl
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
 from prefect.exceptions import ObjectNotFound
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agent_pool.crash_sweep import sweep_crashed_runs
-from blocks import ClipBucket
-from clipping.messages import ClipCompletion, ClipRequest, ClipState, describe_validation_error
-from clipping.pubsub import publish_data, publish_model
+from clipping.messages import (
+    ClipCompletion,
+    ClipRequest,
+    ClipState,
+    describe_validation_error,
+    is_safe_token,
+)
+from clipping.outcomes import RequestOutcomes
+from clipping.pubsub import publish_data
 from clipping.settings import Settings, get_settings
-from flows.records import ClipRecords
 
 logger = logging.getLogger("clipping.listener")
 
@@ -45,36 +59,78 @@ DEPLOYMENT_WAIT_S = 2.0
 BACKOFF_FIRST_S = 2.0
 BACKOFF_MAX_S = 30.0
 SWEEP_INTERVAL_S = 30.0
+RESUBSCRIBE_S = 2.0
 MAX_ATTRIBUTE_CHARS = 1000  # Pub/Sub caps attribute values at 1024 bytes
+
+
+class Message(Protocol):
+    """What the listener uses of a Pub/Sub message."""
+
+    data: bytes
+    delivery_attempt: int | None
+
+    def ack(self) -> None: ...
+
+    def nack(self) -> None: ...
+
+
+class _ClaimedId(BaseModel):
+    """The one field read from a message that failed validation."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    request_id: Any = None
 
 
 class RequestListener:
     """Handles one Pub/Sub message at a time per callback thread."""
 
-    def __init__(self, settings: Settings, prefect: SyncPrefectClient, deployment_id: UUID):
+    def __init__(
+        self,
+        settings: Settings,
+        prefect: SyncPrefectClient,
+        deployment_id: UUID,
+        outcomes: RequestOutcomes,
+        *,
+        park: Callable[..., str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.settings = settings
         self.prefect = prefect
         self.deployment_id = deployment_id
+        self.outcomes = outcomes
+        self._dead_letter_topic = settings.topic_path(settings.dead_letter_topic)
+        self._publish_dead_letter = park or publish_data
+        self._sleep = sleep
         # Run creation is serialised: concurrent writes on a SQLite-backed server fail
         # with "database is locked", and one create takes ~15 ms anyway.
         self._create_lock = threading.Lock()
 
     def handle(self, message: Message) -> None:
+        """The subscriber's callback: ends in an ack or a nack, and never raises."""
+        request, problem = _parse(message.data)
         try:
-            request = ClipRequest.model_validate_json(message.data)
-        except ValidationError as error:
-            self._reject(message, _request_id_of(message.data), describe_validation_error(error))
-            return
-        try:
-            run_parameters = self._create_run(request)
+            if request is None:
+                self._reject(message, _claimed_id(message.data), problem)
+            else:
+                self._start(message, request)
         except Exception as error:
-            self._retry_later(message, request, error)
-            return
-        if run_parameters != _parameters(request):
-            self._reject(
-                message,
+            self._retry_or_park(message, request, f"{type(error).__name__}: {error}")
+
+    def _start(self, message: Message, request: ClipRequest) -> None:
+        if (outcome := self.outcomes.read(request.request_id)) is not None:
+            logger.info(
+                "request %s already ended as %s; message dropped",
                 request.request_id,
-                "request_id was already used for a different request",
+                outcome.status,
+            )
+            message.ack()
+            return
+        if self._create_run(request) != _parameters(request):
+            self._park(
+                message,
+                f"request_id {request.request_id} was already used for a different request",
+                request.request_id,
             )
             return
         message.ack()
@@ -89,77 +145,87 @@ class RequestListener:
         logger.info("request %s: flow run %s (%s)", request.request_id, run.id, run.name)
         return run.parameters
 
-    def _retry_later(self, message: Message, request: ClipRequest, error: Exception) -> None:
-        """Nack after a backoff; park the request once it has been delivered too often."""
+    def _reject(self, message: Message, claimed_id: str | None, reason: str) -> None:
+        """Announce the rejection under the claimed id, unless that id belongs to another
+        request (it has a run or an outcome): then only park the message."""
+        earlier = self.outcomes.read(claimed_id) if claimed_id else None
+        if (
+            earlier is not None
+            and earlier.status is ClipState.REJECTED
+            and earlier.reason == reason
+        ):
+            message.ack()  # a redelivery of a message already answered
+            return
+        if claimed_id is not None and self._is_taken(claimed_id):
+            self._park(message, f"invalid message under request id {claimed_id}, which "
+                       f"belongs to another request: {reason}", claimed_id)  # fmt: skip
+            return
+        logger.warning("request %s rejected: %s", claimed_id or "(no valid id)", reason)
+        rejection = ClipCompletion(request_id=claimed_id, status=ClipState.REJECTED, reason=reason)
+        self.outcomes.settle(rejection)
+        message.ack()
+
+    def _is_taken(self, request_id: str) -> bool:
+        if self.outcomes.read(request_id) is not None:
+            return True
+        return bool(
+            self.prefect.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    idempotency_key=FlowRunFilterIdempotencyKey(any_=[request_id])
+                ),
+                limit=1,
+            )
+        )
+
+    def _retry_or_park(self, message: Message, request: ClipRequest | None, error: str) -> None:
+        """Nack after a backoff; park the message once it has been delivered too often."""
+        request_id = request.request_id if request else "(invalid message)"
         attempt = message.delivery_attempt or 1
-        reason = f"could not create a flow run ({type(error).__name__}: {error})"
+        reason = f"could not handle the request ({error})"
         if attempt >= self.settings.max_delivery_attempts:
-            self._park(message, request, f"{reason}; gave up after {attempt} deliveries")
+            reason = f"{reason}; gave up after {attempt} deliveries"
+            self._park(message, reason, request.request_id if request else None, request)
             return
         delay = min(BACKOFF_FIRST_S * 2 ** (attempt - 1), BACKOFF_MAX_S)
         logger.warning(
-            "request %s: %s; delivery %d, retrying in %.0f s",
-            request.request_id,
-            reason,
-            attempt,
-            delay,
+            "request %s: %s; delivery %d, retrying in %.0f s", request_id, reason, attempt, delay
         )
         # Holding the message (the client keeps extending its lease) delays the redelivery
-        # without acking anything: a Prefect outage is waited out instead of spun on.
-        time.sleep(delay)
+        # without acking anything: an outage is waited out instead of spun on.
+        self._sleep(delay)
         message.nack()
 
-    def _park(self, message: Message, request: ClipRequest, reason: str) -> None:
-        """Move the request to the dead-letter topic with its reason, and tell M6 it failed.
-
-        No run exists for it, so the failure is also recorded as the request's announcement:
-        the status endpoint answers ``failed`` with the reason instead of ``queued``.
-        """
+    def _park(
+        self,
+        message: Message,
+        reason: str,
+        request_id: str | None,
+        failed: ClipRequest | None = None,
+    ) -> None:
+        """Move the message to the dead-letter topic with its reason and (well-formed) id;
+        ``failed``, a request of ours, is settled as failed, so M6 learns why."""
         logger.error(
             "request %s parked on %s: %s",
-            request.request_id,
+            request_id or "(no valid id)",
             self.settings.dead_letter_topic,
             reason,
         )
-        failure = ClipCompletion(
-            request_id=request.request_id,
-            hand_id=request.hand_id,
-            status=ClipState.FAILED,
-            reason=reason,
-        )
+        attributes = {"reason": reason[:MAX_ATTRIBUTE_CHARS]}
+        if request_id:
+            attributes["request_id"] = request_id
         try:
-            publish_data(
-                self.settings.topic_path(self.settings.dead_letter_topic),
-                message.data,
-                request_id=request.request_id,
-                reason=reason[:MAX_ATTRIBUTE_CHARS],
-            )
-            publish_model(
-                self.settings.topic_path(self.settings.completions_topic),
-                failure,
-                request_id=request.request_id,
-                status=ClipState.FAILED.value,
-            )
-            bucket = ClipBucket.from_settings(self.settings).storage()
-            ClipRecords(bucket, request.request_id).record_announcement(failure)
+            self._publish_dead_letter(self._dead_letter_topic, message.data, **attributes)
+            if failed is not None:
+                self.outcomes.settle(
+                    ClipCompletion(
+                        request_id=failed.request_id,
+                        hand_id=failed.hand_id,
+                        status=ClipState.FAILED,
+                        reason=reason,
+                    )
+                )
         except Exception:
-            logger.exception("request %s: could not park it; nacked", request.request_id)
-            message.nack()
-            return
-        message.ack()
-
-    def _reject(self, message: Message, request_id: str | None, reason: str) -> None:
-        logger.warning("request %s rejected: %s", request_id, reason)
-        rejection = ClipCompletion(request_id=request_id, status=ClipState.REJECTED, reason=reason)
-        try:
-            publish_model(
-                self.settings.topic_path(self.settings.completions_topic),
-                rejection,
-                request_id=request_id or "",
-                status=ClipState.REJECTED.value,
-            )
-        except Exception:
-            logger.exception("request %s: could not publish the rejection; nacked", request_id)
+            logger.exception("request %s: could not park it; nacked", request_id or "-")
             message.nack()
             return
         message.ack()
@@ -169,13 +235,24 @@ def _parameters(request: ClipRequest) -> dict[str, Any]:
     return {"request": request.model_dump(mode="json")}
 
 
-def _request_id_of(data: bytes) -> str | None:
-    """The id a rejected message claimed, if any, so the caller can match the rejection."""
+def _parse(data: bytes) -> tuple[ClipRequest | None, str]:
+    """The request, or None and why not. Never raises, whatever the bytes."""
     try:
-        claimed = json.loads(data).get("request_id")
-    except (ValueError, AttributeError):
+        return ClipRequest.model_validate_json(data), ""
+    except ValidationError as error:
+        return None, describe_validation_error(error)
+    except Exception as error:  # a validator failing on a hostile body, say
+        return None, f"message: not a valid clip request ({type(error).__name__})"
+
+
+def _claimed_id(data: bytes) -> str | None:
+    """The id an invalid message claims, when it is a well-formed one: only such an id is
+    logged or announced under (a free-form one could forge log lines)."""
+    try:
+        claimed = _ClaimedId.model_validate_json(data).request_id
+    except Exception:
         return None
-    return claimed[:128] if isinstance(claimed, str) else None
+    return claimed if isinstance(claimed, str) and is_safe_token(claimed) else None
 
 
 def wait_for_deployment(prefect: SyncPrefectClient, name: str, stop: threading.Event) -> UUID:
@@ -190,33 +267,51 @@ def wait_for_deployment(prefect: SyncPrefectClient, name: str, stop: threading.E
 
 
 def serve(settings: Settings, stop: threading.Event) -> None:
-    """Listen until ``stop`` is set."""
+    """Listen until ``stop`` is set; subscribe again whenever the stream ends."""
     with get_client(sync_client=True) as prefect, SubscriberClient() as subscriber:
         listener = RequestListener(
-            settings, prefect, wait_for_deployment(prefect, settings.deployment, stop)
+            settings,
+            prefect,
+            wait_for_deployment(prefect, settings.deployment, stop),
+            RequestOutcomes.from_settings(settings),
         )
         subscription = settings.subscription_path(settings.requests_subscription)
-        streaming_pull = subscriber.subscribe(
-            subscription,
-            callback=listener.handle,
-            flow_control=FlowControl(max_messages=settings.listener_max_messages),
-        )
-        logger.info("listening on %s for deployment %s", subscription, settings.deployment)
         next_sweep = time.monotonic() + SWEEP_INTERVAL_S
-        while not stop.wait(1.0):
-            if streaming_pull.done():
-                streaming_pull.result()  # raises the reason the stream ended
-            if time.monotonic() >= next_sweep:
-                _sweep(prefect, listener.deployment_id, settings.max_flow_attempts)
-                next_sweep = time.monotonic() + SWEEP_INTERVAL_S
-        streaming_pull.cancel()
-        streaming_pull.result()
+        while not stop.is_set():
+            streaming_pull = subscriber.subscribe(
+                subscription,
+                callback=listener.handle,
+                flow_control=FlowControl(max_messages=settings.listener_max_messages),
+            )
+            logger.info("listening on %s for deployment %s", subscription, settings.deployment)
+            while not stop.wait(1.0) and not streaming_pull.done():
+                if time.monotonic() >= next_sweep:
+                    _sweep(prefect, listener)
+                    next_sweep = time.monotonic() + SWEEP_INTERVAL_S
+            streaming_pull.cancel()
+            _log_end_of_stream(streaming_pull, stop)
+            stop.wait(0 if stop.is_set() else RESUBSCRIBE_S)
         logger.info("stopped")
 
 
-def _sweep(prefect: SyncPrefectClient, deployment_id: UUID, max_attempts: int) -> None:
+def _log_end_of_stream(streaming_pull: Any, stop: threading.Event) -> None:
     try:
-        sweep_crashed_runs(prefect, deployment_id, max_attempts)
+        streaming_pull.result()
+    except Exception as error:
+        if not stop.is_set():
+            logger.error(
+                "the subscription stream ended (%s: %s); subscribing again in %.0f s",
+                type(error).__name__,
+                error,
+                RESUBSCRIBE_S,
+            )
+
+
+def _sweep(prefect: SyncPrefectClient, listener: RequestListener) -> None:
+    try:
+        sweep_crashed_runs(
+            prefect, listener.deployment_id, listener.settings.max_flow_attempts, listener.outcomes
+        )
     except Exception:
         logger.exception("crash sweep failed; next one in %.0f s", SWEEP_INTERVAL_S)
 

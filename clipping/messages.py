@@ -5,6 +5,7 @@ parameter; ``ClipCompletion`` is the body of a ``clipping-complete`` message;
 ``ClipStatusReport`` is the answer of ``GET /v1/clip/{request_id}/status``.
 """
 
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -24,11 +25,17 @@ from pydantic import (
 from clipping.nas import confine_to_nas_roots
 from clipping.settings import get_settings
 
+SAFE_TOKEN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 SafeToken = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"),
+    StringConstraints(pattern=SAFE_TOKEN_PATTERN),
     Field(description="1-64 characters: letters, digits, '_' and '-', starting alphanumeric."),
 ]
+
+
+def is_safe_token(value: str) -> bool:
+    """Whether ``value`` is a well-formed id: safe to log, to name objects and attributes by."""
+    return re.fullmatch(SAFE_TOKEN_PATTERN, value) is not None
 
 
 class ClipMode(StrEnum):
@@ -48,8 +55,9 @@ class ClipRequest(BaseModel):
         max_length=4096,
         description="Absolute path of the recording; must resolve inside a NAS root.",
     )
-    start_seconds: float = Field(ge=0, allow_inf_nan=False)
-    end_seconds: float = Field(gt=0, allow_inf_nan=False)
+    # Strict: JSON numbers only; lax mode would take "2", true and false as times.
+    start_seconds: float = Field(ge=0, allow_inf_nan=False, strict=True)
+    end_seconds: float = Field(gt=0, allow_inf_nan=False, strict=True)
     mode: ClipMode = ClipMode.ACCURATE
 
     @field_validator("nas_video_path")

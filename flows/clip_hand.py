@@ -5,8 +5,9 @@ Pub/Sub listener (``agent_pool.listener``). Run one by hand, without a deploymen
 
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.clip_hand request.json
 
-Every run ends with exactly one ``clipping-complete`` message: the flow publishes the
-success, the ``on_failure`` hook publishes the final failure with its reason.
+Every request ends with exactly one ``clipping-complete`` message: the flow settles the
+success, the ``on_failure`` hook the final failure with its reason, both through
+``clipping.outcomes`` (the one owner of a request's outcome).
 """
 
 import os
@@ -35,11 +36,11 @@ from pydantic import BaseModel
 
 from blocks import ClipBucket
 from clipping.messages import ClipCompletion, ClipRequest, ClipState
-from clipping.pubsub import publish_model
+from clipping.outcomes import RequestOutcomes, publish_completion, run_failure
+from clipping.records import UploadedClip, UploadRecord
 from clipping.settings import get_settings
 from cutting import CutClip, CutError, cut_clip, write_poster
 from flows.liveness import beating
-from flows.records import ClipRecords, UploadedClip
 from flows.upload import upload_file
 
 POSTER_FILE = "poster.jpg"
@@ -132,19 +133,9 @@ class ProgressArtifact:
 
 @task(name="notify", retries=3, retry_delay_seconds=[1, 5, 15])
 def notify(completion: ClipCompletion) -> str:
-    message_id = publish_completion(completion)
+    message_id = publish_completion(get_settings(), completion)
     get_run_logger().info("announced %s as message %s", completion.status.value, message_id)
     return message_id
-
-
-def publish_completion(completion: ClipCompletion) -> str:
-    settings = get_settings()
-    return publish_model(
-        settings.topic_path(settings.completions_topic),
-        completion,
-        request_id=completion.request_id or "",
-        status=completion.status.value,
-    )
 
 
 def v4_url_expiry(url: str) -> datetime:
@@ -155,29 +146,17 @@ def v4_url_expiry(url: str) -> datetime:
 
 
 def announce_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
-    """on_failure hook: the run failed for good, so tell M6 why (once per request)."""
-    message_id = announce_final_failure(flow_run, state.message or "the clip run failed")
-    if message_id:
-        flow_run_logger(flow_run, flow).info("announced failure as message %s", message_id)
-
-
-def announce_final_failure(flow_run: FlowRun, reason: str) -> str | None:
-    """Publish ``failed`` for the run's request unless it was announced; the message id."""
-    request = flow_run.parameters.get("request", {})
-    records = ClipRecords(ClipBucket.load(get_settings()).storage(), request.get("request_id", ""))
-    if records.announced() is not None or not records.claim_announcement():
-        return None
-    completion = ClipCompletion(
-        request_id=request.get("request_id"),
-        hand_id=request.get("hand_id"),
-        status=ClipState.FAILED,
-        reason=reason,
+    """on_failure and on_cancellation hook: the run ended for good without a clip, so tell
+    M6 why (once per request)."""
+    failure = run_failure(
+        flow_run.parameters,
+        str(flow_run.id),
+        state.message or "the clip run failed",
         agent_id=os.environ.get("PREFECT__WORKER_NAME"),
-        flow_run_id=str(flow_run.id),
     )
-    message_id = publish_completion(completion)
-    records.record_announcement(completion)
-    return message_id
+    outcome = RequestOutcomes.from_settings(get_settings()).settle(failure)
+    if outcome is failure:
+        flow_run_logger(flow_run, flow).info("announced the failure")
 
 
 @flow(
@@ -185,6 +164,7 @@ def announce_final_failure(flow_run: FlowRun, reason: str) -> str | None:
     retries=1,
     retry_delay_seconds=5,
     on_failure=[announce_failure],
+    on_cancellation=[announce_failure],
 )
 def clip_hand(request: ClipRequest) -> ClipCompletion | State:
     """Cut one poker hand out of a NAS recording, publish it, and announce it.
@@ -201,21 +181,20 @@ def _clip(request: ClipRequest) -> ClipCompletion | State:
     attempt = runtime.flow_run.run_count
     if attempt > settings.max_flow_attempts:
         return Failed(message=f"gave up after {attempt - 1} attempts (crashes or failures)")
-    bucket = ClipBucket.load(settings)
-    records = ClipRecords(bucket.storage(), request.request_id)
-    if (announced := records.announced()) is not None:
-        get_run_logger().info("already announced as %s; nothing left to do", announced.status)
-        if announced.status is ClipState.FAILED:
-            return Failed(message=announced.reason)
-        return announced
+    bucket = ClipBucket.from_settings(settings)
+    outcomes = RequestOutcomes.from_settings(settings, publish=notify)
+    if (outcome := outcomes.read(request.request_id)) is not None:
+        get_run_logger().info("already ended as %s; nothing left to do", outcome.status)
+        return _final(outcome)
     timings: dict[str, float] = {}
-    uploaded = records.uploaded()
+    upload_record = UploadRecord(bucket.storage(), request.request_id)
+    uploaded = upload_record.read()
     if uploaded is None:
         produced = _cut_and_upload(request, bucket, timings)
         if isinstance(produced, State):
             return produced
         uploaded = produced
-        records.record_upload(uploaded)
+        upload_record.write(uploaded)
     else:
         get_run_logger().info(
             "reusing gs://%s/%s from an earlier attempt", bucket.name, uploaded.object_path
@@ -242,14 +221,17 @@ def _clip(request: ClipRequest) -> ClipCompletion | State:
         flow_run_id=runtime.flow_run.id,
     )
     _publish_artifacts(request, completion, bucket, timings)
-    if not records.claim_announcement():
-        get_run_logger().info("another attempt of this run is announcing it")
-        return completion
-    # Announce, then record: a crash in between repeats the message (consumers dedupe on
-    # request_id) rather than losing it.
-    notify(completion)
-    records.record_announcement(completion)
-    return completion
+    outcome = outcomes.settle(completion)
+    if outcome is not completion:
+        get_run_logger().info("another attempt announced it as %s", outcome.status)
+    return _final(outcome)
+
+
+def _final(outcome: ClipCompletion) -> ClipCompletion | State:
+    """The run's result for the request's outcome: Failed unless it completed."""
+    if outcome.status is ClipState.COMPLETED:
+        return outcome
+    return Failed(message=outcome.reason or f"the request was {outcome.status.value}")
 
 
 def _cut_and_upload(

@@ -1,9 +1,12 @@
-"""A request's status, read from Prefect: its flow run (found by idempotency key) and artifacts."""
+"""A request's status: its outcome once it has one, else its flow run's state and progress.
 
-import asyncio
-import json
+The outcome (``clipping.outcomes``, the one record of how a request ended) answers
+``completed``, ``failed`` or ``rejected`` with its URL or reason, whoever settled it: the
+flow, the listener (a rejection, a parked request) or the crash sweep. Until then Prefect
+tells ``queued`` or ``processing`` (with the cut's progress), from the flow run whose
+idempotency key is the request id.
+"""
 
-from google.cloud.storage import Bucket
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -15,20 +18,26 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 
 from clipping.messages import ClipCompletion, ClipState, ClipStatusReport
-from flows.records import ClipRecords
 
+# A run's state before its request is settled. A Completed run settled its request before
+# it completed, so without an outcome it is a late read; a Failed or Cancelled one is being
+# settled by its hook (its reason is the state's message); a Crashed one is rerun by the
+# crash automation, or failed by the listener's sweep, which settles it.
 _STATE_OF_RUN = {
     StateType.SCHEDULED: ClipState.QUEUED,
     StateType.PENDING: ClipState.QUEUED,
+    StateType.CRASHED: ClipState.QUEUED,
     StateType.RUNNING: ClipState.PROCESSING,
     StateType.PAUSED: ClipState.PROCESSING,
     StateType.CANCELLING: ClipState.PROCESSING,
-    StateType.COMPLETED: ClipState.COMPLETED,
+    StateType.COMPLETED: ClipState.PROCESSING,
     StateType.FAILED: ClipState.FAILED,
-    # Not final here: the crash automation (or the listener's sweep) reruns it or fails it.
-    StateType.CRASHED: ClipState.QUEUED,
     StateType.CANCELLED: ClipState.FAILED,
 }
+
+
+def report_of_outcome(request_id: str, outcome: ClipCompletion) -> ClipStatusReport:
+    return ClipStatusReport.model_validate({**outcome.model_dump(), "request_id": request_id})
 
 
 async def find_run(prefect: PrefectClient, request_id: str) -> FlowRun | None:
@@ -42,23 +51,12 @@ async def find_run(prefect: PrefectClient, request_id: str) -> FlowRun | None:
     return runs[0] if runs else None
 
 
-async def report_without_run(bucket: Bucket, request_id: str) -> ClipStatusReport:
-    """An accepted request with no run yet is queued, unless the listener gave up on it:
-    then its records hold the failure it announced."""
-    announced = await asyncio.to_thread(ClipRecords(bucket, request_id).announced)
-    if announced is None:
-        return ClipStatusReport(request_id=request_id, status=ClipState.QUEUED)
-    return ClipStatusReport.model_validate({**announced.model_dump(), "request_id": request_id})
-
-
 async def report_for_run(prefect: PrefectClient, request_id: str, run: FlowRun) -> ClipStatusReport:
-    state = _STATE_OF_RUN.get(run.state_type, ClipState.QUEUED)
+    """``queued``, ``processing`` (with progress) or ``failed`` for a request not settled yet."""
+    state = (
+        _STATE_OF_RUN.get(run.state_type, ClipState.QUEUED) if run.state_type else ClipState.QUEUED
+    )
     report = ClipStatusReport(request_id=request_id, status=state, flow_run_id=str(run.id))
-    if state is ClipState.COMPLETED:
-        completion = await _completion_of(prefect, run)
-        return ClipStatusReport.model_validate(
-            {**completion.model_dump(), "request_id": request_id, "status": state}
-        )
     if state is ClipState.FAILED:
         report.reason = run.state.message if run.state else None
     if state is ClipState.PROCESSING:
@@ -76,18 +74,3 @@ async def _progress_of(prefect: PrefectClient, run: FlowRun) -> float | None:
         limit=1,
     )
     return float(artifacts[0].data) if artifacts and artifacts[0].data is not None else None
-
-
-async def _completion_of(prefect: PrefectClient, run: FlowRun) -> ClipCompletion:
-    """The completion message the flow published, kept as its table artifact."""
-    artifacts = await prefect.read_artifacts(
-        artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]),
-            type=ArtifactFilterType(any_=["table"]),
-        ),
-        limit=1,
-    )
-    if not artifacts or not isinstance(artifacts[0].data, str):
-        raise LookupError(f"flow run {run.id} completed without its completion artifact")
-    (row,) = json.loads(artifacts[0].data)
-    return ClipCompletion.model_validate(row)

@@ -24,4 +24,4 @@ def settings(nas_root: Path) -> Settings:
     return get_settings()
 
 
-pytest_plugins = ["tests.live_stack"]
+pytest_plugins = ["tests.live_stack", "tests.gcs_emulator"]

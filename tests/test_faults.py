@@ -4,11 +4,11 @@ Each test drives the real clients and emulators and counts what matters: flow ru
 request (Prefect API), objects (GCS emulator) and completion messages (clipping-complete).
 """
 
+import json
 import os
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
@@ -24,10 +24,10 @@ from prefect.states import AwaitingRetry, Crashed
 from agent_pool.crash_sweep import sweep_crashed_runs
 from agent_pool.listener import RequestListener
 from blocks import ClipBucket
-from clipping.messages import ClipCompletion, ClipRequest, ClipState
+from clipping.messages import ClipRequest, ClipState
+from clipping.outcomes import RequestOutcomes
 from clipping.settings import Settings, get_settings
 from cutting import probe
-from flows.records import ClipRecords
 from proxy.accepted import AcceptedRequests
 from stack.lifecycle import Stack
 from stack.processes import kill_flow_processes
@@ -129,7 +129,10 @@ def test_a_redelivery_after_the_run_was_created_makes_no_second_run(
             ).received_messages
             with get_client(sync_client=True) as prefect:
                 deployment = prefect.read_deployment_by_name(settings.deployment)
-                RequestListener(settings, prefect, deployment.id).handle(_DiesBeforeAck(received))
+                listener = RequestListener(
+                    settings, prefect, deployment.id, RequestOutcomes.from_settings(settings)
+                )
+                listener.handle(_DiesBeforeAck(received))
             assert len(runs_for(prefect_api, "redelivered-1")) == 1
             # The dead listener's lease lapses: Pub/Sub delivers the message again.
             subscriber.modify_ack_deadline(
@@ -303,7 +306,13 @@ def listener_without_prefect(settings_of_stack: Settings) -> Iterator[RequestLis
     """The real listener with a real Prefect client whose server is unreachable."""
     unreachable = {PREFECT_API_URL: "http://127.0.0.1:9/api", PREFECT_CLIENT_MAX_RETRIES: 0}
     with temporary_settings(updates=unreachable), get_client(sync_client=True) as prefect:
-        yield RequestListener(settings_of_stack, prefect, uuid.uuid4())
+        yield RequestListener(
+            settings_of_stack,
+            prefect,
+            uuid.uuid4(),
+            RequestOutcomes.from_settings(settings_of_stack),
+            sleep=lambda seconds: None,
+        )
 
 
 def test_while_prefect_is_unreachable_a_request_is_nacked_not_acked(
@@ -348,7 +357,7 @@ def test_a_request_that_keeps_failing_is_parked_with_its_reason(
         )
     (message,) = mine
     assert ClipRequest.model_validate_json(message.data) == request
-    assert "could not create a flow run" in message.attributes["reason"]
+    assert "could not handle the request (ConnectError" in message.attributes["reason"]
     status = proxy.get("/v1/clip/parked-1/status").json()
     assert status["status"] == "failed"
     assert status["reason"] == failure.reason
@@ -374,7 +383,8 @@ def _sweep_after_crashes(request: ClipRequest, crashes: int) -> None:
     with get_client(sync_client=True) as prefect:
         run_id = _crashed_run(prefect, request, crashes)
         deployment_id = prefect.read_flow_run(run_id).deployment_id
-        sweep_crashed_runs(prefect, deployment_id, max_attempts=4, grace=timedelta(0))
+        outcomes = RequestOutcomes.from_settings(get_settings())
+        sweep_crashed_runs(prefect, deployment_id, 4, outcomes, grace=timedelta(0))
 
 
 def test_the_crash_sweep_reruns_a_run_left_crashed(
@@ -397,7 +407,7 @@ def test_the_crash_sweep_gives_up_on_a_run_that_keeps_crashing(
     assert completions.count("crashy-1") == 1
 
 
-def test_a_reused_request_id_with_another_body_is_rejected_not_clipped(
+def test_a_reused_request_id_with_another_body_is_parked_not_announced(
     settings_of_stack: Settings,
     recording: Path,
     completions: CompletionLog,
@@ -408,26 +418,60 @@ def test_a_reused_request_id_with_another_body_is_rejected_not_clipped(
     assert completions.wait_for("reused-1").status is ClipState.COMPLETED
     second = _request(recording, "reused-1", "hand-reused", end_seconds=12.0)
     _publish(settings_of_stack, second.model_dump_json().encode())
-    deadline = time.monotonic() + 60
-    while completions.count("reused-1") < 2:
-        assert time.monotonic() < deadline, "no answer to the conflicting request"
-        time.sleep(0.2)
-    rejection = completions.all_for("reused-1")[1]
-    assert rejection.status is ClipState.REJECTED
-    assert rejection.reason == "request_id was already used for a different request"
+    (parked,) = _parked_messages(settings_of_stack, "reused-1")
+    assert ClipRequest.model_validate_json(parked.data) == second
+    assert "already used for a different request" in parked.attributes["reason"]
+    time.sleep(DUPLICATE_GRACE_S)
+    assert completions.count("reused-1") == 1
     _assert_exactly_once_runs_and_objects(prefect_api, first)
 
 
-def test_of_two_attempts_announcing_at_once_only_one_announces(live_stack: Stack) -> None:
-    bucket = ClipBucket.load(get_settings()).storage()
-    first, second = ClipRecords(bucket, "claim-1"), ClipRecords(bucket, "claim-1")
-    assert first.claim_announcement() is True
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        waiting = pool.submit(second.claim_announcement)
-        time.sleep(2.5)
-        assert not waiting.done(), "the second attempt must wait for the first one's record"
-        first.record_announcement(ClipCompletion(request_id="claim-1", status=ClipState.COMPLETED))
-        assert waiting.result(timeout=30) is False
+def _parked_messages(settings: Settings, request_id: str) -> list[pubsub_v1.types.PubsubMessage]:
+    """The messages parked under ``request_id`` (waits for the first), acknowledged."""
+    subscription = settings.subscription_path(settings.dead_letter_subscription)
+    deadline = time.monotonic() + 60
+    with pubsub_v1.SubscriberClient() as subscriber:
+        while time.monotonic() < deadline:
+            pulled = subscriber.pull(subscription=subscription, max_messages=10, timeout=30)
+            mine = [
+                received
+                for received in pulled.received_messages
+                if received.message.attributes.get("request_id") == request_id
+            ]
+            if mine:
+                subscriber.acknowledge(subscription=subscription, ack_ids=[r.ack_id for r in mine])
+                return [received.message for received in mine]
+    raise AssertionError(f"nothing parked under {request_id} within 60 s")
+
+
+def test_an_accepted_request_the_listener_rejects_reads_rejected_with_its_reason(
+    settings_of_stack: Settings, recording: Path, proxy: httpx.Client
+) -> None:
+    request = _request(recording, "rejected-later", "hand-rejected")
+    # The proxy accepted it; what reaches the listener under that id no longer validates
+    # (a recording swapped for a link out of the NAS root between the two checks, say).
+    AcceptedRequests(os.environ["CLIPPING_PROXY_DATABASE_URL"]).accept(request)
+    invalid = {**request.model_dump(mode="json"), "nas_video_path": "/etc/passwd"}
+    _publish(settings_of_stack, json.dumps(invalid).encode())
+    status = wait_until_finished(proxy, "rejected-later")
+    assert status["status"] == "rejected"
+    assert "outside the configured NAS roots" in status["reason"]
+
+
+def test_a_message_nested_5000_deep_leaves_the_listener_serving(
+    live_stack: Stack,
+    settings_of_stack: Settings,
+    recording: Path,
+    completions: CompletionLog,
+) -> None:
+    listener_pid = live_stack.supervisor.running()["listener"]
+    nested = b'{"request_id":"p1","hand_id":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    _publish(settings_of_stack, nested)
+    after = _request(recording, "after-nested", "hand-after-nested")
+    _publish(settings_of_stack, after.model_dump_json().encode())
+    assert completions.wait_for("after-nested").status is ClipState.COMPLETED
+    assert live_stack.supervisor.running()["listener"] == listener_pid, "the listener restarted"
+    assert "recursion" in "".join(r.reason or "" for r in completions.all_for(None)).lower()
 
 
 def test_a_missing_bucket_block_is_named_with_the_command_that_saves_it(

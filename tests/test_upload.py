@@ -5,43 +5,20 @@ before it is sent); everything else is fake-gcs-server answering the resumable p
 """
 
 import os
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from emulators import gcs_command
 from flows.upload import UploadError, upload_file
-from stack.config import free_port
-from stack.processes import port_open
 
-HOST = "127.0.0.1"
 CHUNK = 256 * 1024
 
 
 @pytest.fixture(scope="module")
-def bucket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[storage.Bucket]:
-    port = free_port()
-    log = (tmp_path_factory.mktemp("gcs") / "gcs.log").open("wb")
-    server = subprocess.Popen(gcs_command(HOST, port), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while not port_open(HOST, port)():
-            assert server.poll() is None and time.monotonic() < deadline, "no GCS emulator"
-            time.sleep(0.1)
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("STORAGE_EMULATOR_HOST", f"http://{HOST}:{port}")
-            client = storage.Client(project="upload-test", credentials=AnonymousCredentials())
-            yield client.create_bucket("uploads")
-    finally:
-        server.terminate()
-        server.wait(10)
-        log.close()
+def bucket(gcs_client: storage.Client) -> storage.Bucket:
+    return gcs_client.create_bucket("uploads")
 
 
 @pytest.fixture
