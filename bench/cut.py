@@ -264,7 +264,9 @@ def bench_source(source: Path, gop: int, work: Path, runs: int) -> SourceResult:
     clips = {mode: work / f"gop{gop}-{mode.value}.mp4" for mode in ClipMode}
 
     def cut(mode: ClipMode, at: float = start) -> Callable[[], object]:
-        return lambda: cut_clip(source, at, at + CLIP_SECONDS, mode, clips[mode])
+        return lambda: cut_clip(
+            source, at, at + CLIP_SECONDS, mode, clips[mode], nas_roots=[source.parent]
+        )
 
     read_through(source)  # every figure is measured with the source in the page cache
     seconds = {

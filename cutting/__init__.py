@@ -6,7 +6,7 @@ write_poster(clip.path, Path("poster.jpg"))
 """
 
 from cutting.cut import CutClip, cut_clip
-from cutting.errors import CutError
+from cutting.errors import CutError, SourceUnavailable
 from cutting.poster import write_poster
 from cutting.probe import KeyframesNear, MediaInfo, keyframes_near, probe
 
@@ -15,6 +15,7 @@ __all__ = [
     "CutError",
     "KeyframesNear",
     "MediaInfo",
+    "SourceUnavailable",
     "cut_clip",
     "keyframes_near",
     "probe",

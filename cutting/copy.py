@@ -7,17 +7,19 @@ last reference picture after the end is kept. The ffmpeg binary is the one shipp
 ``imageio-ffmpeg`` wheel.
 """
 
+import subprocess
 from pathlib import Path
 
 import ffmpeg
 import imageio_ffmpeg
 
+from clipping.nas import OpenRecording
 from cutting.errors import CutError
 
 
-def stream_copy(source: Path, keyframe: float, end: float, output: Path) -> None:
+def stream_copy(source: OpenRecording, keyframe: float, end: float, output: Path) -> None:
     """Copy ``[keyframe, end)`` (seconds of the recording) of every stream into ``output``."""
-    recording = ffmpeg.input(str(source), ss=f"{keyframe:.6f}", t=f"{end - keyframe:.6f}")
+    recording = ffmpeg.input(str(source.path), ss=f"{keyframe:.6f}", t=f"{end - keyframe:.6f}")
     command = (
         ffmpeg.output(
             recording["v:0"], recording["a?"], str(output), c="copy", movflags="+faststart"
@@ -26,9 +28,15 @@ def stream_copy(source: Path, keyframe: float, end: float, output: Path) -> None
         .overwrite_output()
     )
     output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        command.run(cmd=imageio_ffmpeg.get_ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
-    except ffmpeg.Error as exc:
+    # ffmpeg reads the opened recording, never its name: it inherits the descriptor under
+    # the same number, so ``source.path`` (/proc/self/fd/N) is the same file in the child.
+    finished = subprocess.run(
+        command.compile(cmd=imageio_ffmpeg.get_ffmpeg_exe()),
+        capture_output=True,
+        pass_fds=(source.fd,),
+        check=False,
+    )
+    if finished.returncode != 0:
         output.unlink(missing_ok=True)
-        detail = exc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise CutError(f"ffmpeg failed to copy the clip: {detail[0]}") from exc
+        detail = finished.stderr.decode(errors="replace").strip().splitlines()[-1:]
+        raise CutError(f"ffmpeg failed to copy the clip: {(detail or ['no output'])[0]}")

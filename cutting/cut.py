@@ -6,7 +6,7 @@ fastest, starts early, see ``cutting.copy``) and ``reencode`` (everything re-enc
 sources that cannot be spliced).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -15,10 +15,11 @@ import av.container
 import av.stream
 
 from clipping.messages import ClipMode
+from clipping.nas import OpenRecording, RecordingRefused, RecordingUnavailable, open_recording
 from clipping.settings import get_settings
 from cutting.audio import check_audio
 from cutting.copy import stream_copy
-from cutting.errors import CutError
+from cutting.errors import CutError, SourceUnavailable
 from cutting.mux import write_mp4
 from cutting.probe import MediaInfo, describe, keyframes_around, open_media, to_ticks
 from cutting.smart import VideoMode, cut_video
@@ -72,18 +73,27 @@ def cut_clip(
     *,
     on_progress: Callable[[float], None] | None = None,
     max_clip_seconds: float | None = None,
+    nas_roots: Iterable[Path] | None = None,
 ) -> CutClip:
     """Cut ``[start, end)`` seconds of ``source`` into ``output`` (MP4) and verify it.
 
-    An ``end`` past the source is clamped (``CutClip.clamped``). ``on_progress`` receives
-    0..100. Every failure raises ``CutError`` with a reason for the requester.
+    ``source`` is opened once, and the opened file must be a regular file inside
+    ``nas_roots`` (default: the settings' roots); every reader reads that open file, never
+    the name again (a name can be swapped for a symlink at any time). An ``end`` past the
+    source is clamped (``CutClip.clamped``). ``on_progress`` receives 0..100. Every
+    failure raises ``CutError`` with a reason for the requester.
     """
-    longest = get_settings().max_clip_seconds if max_clip_seconds is None else max_clip_seconds
+    settings = get_settings()
+    longest = settings.max_clip_seconds if max_clip_seconds is None else max_clip_seconds
     _check_range(start, end, longest)
     report = on_progress or (lambda _percent: None)
     report(0.0)
-    with open_media(source) as container:
-        info = describe(container)
+    roots = settings.nas_roots if nas_roots is None else nas_roots
+    with (
+        _opened(source, roots) as recording,
+        open_media(recording.path, recording.name) as container,
+    ):
+        info = describe(container, recording.name)
         if start >= info.duration_seconds:
             raise CutError(
                 f"start {start:.3f}s is at or past the end of the recording "
@@ -93,9 +103,9 @@ def cut_clip(
         end = min(end, info.duration_seconds)
         audio_tracks = len(container.streams.audio)
         if mode is ClipMode.COPY:
-            written = _copy(container, info, source, start, end, output)
+            written = _copy(container, info, recording, start, end, output)
         else:
-            written = _exact(container, info, source, start, end, mode, output, report)
+            written = _exact(container, info, recording.path, start, end, mode, output, report)
     try:
         verification = verify_clip(
             output,
@@ -121,6 +131,16 @@ def cut_clip(
     )
 
 
+def _opened(source: Path, roots: Iterable[Path]) -> OpenRecording:
+    """``open_recording``, its errors as ``CutError`` (final) or ``SourceUnavailable``."""
+    try:
+        return open_recording(source, roots)
+    except RecordingRefused as exc:
+        raise CutError(str(exc)) from exc
+    except RecordingUnavailable as exc:
+        raise SourceUnavailable(exc.strerror) from exc
+
+
 def _check_range(start: float, end: float, longest: float) -> None:
     if start < 0:
         raise CutError(f"start {start:.3f}s is negative")
@@ -133,7 +153,7 @@ def _check_range(start: float, end: float, longest: float) -> None:
 def _copy(
     container: av.container.InputContainer,
     info: MediaInfo,
-    source: Path,
+    source: OpenRecording,
     start: float,
     end: float,
     output: Path,

@@ -42,16 +42,20 @@ class KeyframesNear:
 
 
 @contextmanager
-def open_media(path: Path) -> Iterator[av.container.InputContainer]:
-    """Open ``path`` for demuxing; ``CutError`` when it is missing, unreadable or not media."""
+def open_media(path: Path, name: str | None = None) -> Iterator[av.container.InputContainer]:
+    """Open ``path`` for demuxing; ``CutError`` when it is missing, unreadable or not media.
+
+    ``name`` is the recording's name in messages (``path`` may be a ``/proc/self/fd`` link).
+    """
+    name = name or str(path)
     if not path.is_file():
-        raise CutError(f"source recording not found: {path}")
+        raise CutError(f"source recording not found: {name}")
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except PermissionError as exc:
-        raise CutError(f"source recording is not readable (permission denied): {path}") from exc
+        raise CutError(f"source recording is not readable (permission denied): {name}") from exc
     except (av.FFmpegError, UnicodeDecodeError) as exc:
-        raise CutError(f"source is not a readable video file: {path} ({exc})") from exc
+        raise CutError(f"source is not a readable video file: {name} ({exc})") from exc
     with container:
         yield container
 
@@ -62,12 +66,14 @@ def probe(path: Path) -> MediaInfo:
         return describe(container)
 
 
-def describe(container: av.container.InputContainer) -> MediaInfo:
+def describe(container: av.container.InputContainer, name: str | None = None) -> MediaInfo:
+    """``probe`` on an open container; ``name`` as in ``open_media``."""
+    name = name or container.name
     if not container.streams.video:
-        raise CutError(f"source has no video stream: {container.name}")
+        raise CutError(f"source has no video stream: {name}")
     video = container.streams.video[0]
     if container.duration is None or container.duration <= 0:
-        raise CutError(f"source has no known duration: {container.name}")
+        raise CutError(f"source has no known duration: {name}")
     return MediaInfo(
         duration_seconds=container.duration / av.time_base,
         origin_seconds=origin_seconds(container),

@@ -40,6 +40,7 @@ from clipping.outcomes import RequestOutcomes, publish_completion, run_failure
 from clipping.records import UploadedClip, UploadRecord
 from clipping.settings import get_settings
 from cutting import CutClip, CutError, cut_clip, write_poster
+from flows.final_failure import fail_for_good
 from flows.liveness import beating
 from flows.upload import upload_file
 
@@ -246,8 +247,11 @@ def _cut_and_upload(
             try:
                 clip = cut(request, Path(scratch))
             except CutError as error:
-                # The request cannot be served as asked: fail with the reason alone.
-                return Failed(message=str(error))
+                # The request cannot be served as asked: fail with the reason alone, and
+                # let Prefect retry only what may pass (an I/O error on the NAS).
+                if error.retryable:
+                    return Failed(message=str(error))
+                return fail_for_good(str(error))
         with _timed(timings, "upload"):
             upload(Path(scratch), bucket, request)
     return UploadedClip(

@@ -8,12 +8,14 @@ the video, and no decoding error anywhere in the clip.
 
 import functools
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import pytest
 
 from clipping.messages import ClipMode
+from clipping.settings import get_settings
 from cutting import CutClip, CutError, cut_clip, keyframes_near, probe, write_poster
 from cutting.logs import ffmpeg_errors
 from cutting.verify import verify_clip
@@ -54,6 +56,17 @@ RANGES = [
     pytest.param(0.1, 0.9, id="inside-first-gop"),
     pytest.param(5.03, 11.5, id="late"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def nas_root_holds_the_test_files(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """The recordings cut here are pytest's temporary files: their base is the NAS root."""
+    monkeypatch.setenv("CLIPPING_NAS_ROOTS", str(tmp_path_factory.getbasetemp()))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
