@@ -5,7 +5,8 @@
 #   gcloud run deploy clipping-proxy --image ... --port 8080 \
 #     --set-env-vars PREFECT_API_URL=https://prefect.internal/api,CLIPPING_GCP_PROJECT=gg-poker,\
 #   CLIPPING_PROXY_DATABASE_URL=postgresql+psycopg://proxy@10.0.0.5/clipping_proxy \
-#     --set-secrets CLIPPING_PROXY_API_KEYS_FILE=/secrets/api-keys:clipping-api-keys:latest
+#     --set-secrets CLIPPING_PROXY_API_KEYS_FILE=/secrets/api-keys:clipping-api-keys:latest,\
+#   PREFECT_API_AUTH_STRING=prefect-auth-string:latest
 #
 # Other settings: CLIPPING_PROXY_* (proxy/settings.py) and CLIPPING_* (clipping/settings.py);
 # Pub/Sub is reached with the service's own identity (Application Default Credentials).

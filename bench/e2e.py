@@ -299,7 +299,7 @@ class Bench:
         self.settings = get_settings()
         headers = {"Authorization": f"Bearer {config.api_key('operator')}"}
         self.proxy = httpx.Client(base_url=config.proxy_url, headers=headers, timeout=30.0)
-        self.api = httpx.Client(base_url=config.prefect_api_url, timeout=30.0)
+        self.api = config.prefect_http()
         self.gcs = storage.Client(
             project=self.settings.gcp_project, credentials=AnonymousCredentials()
         ).bucket(self.settings.bucket)

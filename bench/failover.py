@@ -91,7 +91,7 @@ class Bench:
             headers={"Authorization": f"Bearer {config.api_key('operator')}"},
             timeout=30.0,
         )
-        self.prefect = httpx.Client(base_url=config.prefect_api_url, timeout=30.0)
+        self.prefect = config.prefect_http()
         self.gcs = storage.Client(project="gg-poker", credentials=AnonymousCredentials())
         self.started = time.monotonic()
 

@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import pubsub_v1, storage
 
@@ -128,7 +127,7 @@ def _count(stack: Stack, ids: list[str], completions: CompletionLog) -> dict[str
     gcs = storage.Client(project="gg-poker", credentials=AnonymousCredentials())
     objects = [blob.name for blob in gcs.list_blobs(get_settings().bucket)]
     counts = {}
-    with httpx.Client(base_url=stack.config.prefect_api_url, timeout=30) as api:
+    with stack.config.prefect_http() as api:
         for request_id in ids:
             runs = api.post(
                 "/flow_runs/filter",

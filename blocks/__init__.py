@@ -1,10 +1,10 @@
-"""Prefect blocks: where clips are stored and which key signs their URLs.
+"""The clip bucket: where clips are stored and which key signs their URLs.
 
-``clip-bucket`` is a prefect-gcp ``GcsBucket`` block holding the ``clip-gcp``
-``GcpCredentials`` block (a service-account key). ``blocks.gcs.save_clip_blocks`` saves
-both (``python -m deployments`` calls it); the flow reads them as a ``ClipBucket``
-(``blocks.clip_bucket``), which does not import prefect-gcp. The listener and the proxy
-build the same ``ClipBucket`` from the settings, so they need no Prefect to reach it.
+Every component builds it from the settings as a ``ClipBucket`` (``blocks.clip_bucket``),
+with the key from the key file on its own host. ``blocks.gcs.save_clip_blocks`` saves the
+``clip-bucket`` ``GcsBucket`` block and its ``clip-gcp`` ``GcpCredentials`` block
+(``python -m deployments`` calls it) so the Prefect UI shows the bucket; the credentials
+block holds the key file's path at most, never the key.
 """
 
 from blocks.clip_bucket import ClipBucket

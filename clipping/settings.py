@@ -38,8 +38,9 @@ class Settings(BaseSettings):
     )
     service_account_file: Path | None = Field(
         default=None,
-        description="Service-account key (JSON) stored in the credentials block; "
-        "its private key signs download URLs. Unset: Application Default Credentials.",
+        description="Service-account key (JSON) file on this host, readable by the service "
+        "alone; its private key signs download URLs (the credentials block names the file, "
+        "never the key). Unset: Application Default Credentials.",
     )
     deployment: str = Field(default="clip-hand/clip-hand", description="flow/deployment")
     work_pool: str = "nas-pool"

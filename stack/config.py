@@ -2,11 +2,13 @@
 
 import json
 import os
+import secrets
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -78,6 +80,23 @@ class StackConfig(BaseSettings):
         return self.dir / "service-account.json"
 
     @property
+    def prefect_auth_file(self) -> Path:
+        """The Prefect API's basic-auth secret (``user:password``), made once per state dir."""
+        return self.dir / "prefect-auth"
+
+    def prefect_auth_string(self) -> str:
+        """The secret the server requires (``PREFECT_SERVER_API_AUTH_STRING``) and every
+        client sends (``PREFECT_API_AUTH_STRING``); created on first use."""
+        return _read_or_create_auth_string(self.prefect_auth_file)
+
+    def prefect_http(self, timeout: float = 30.0) -> httpx.Client:
+        """A raw client of the stack's Prefect REST API, authenticated as Prefect's own are."""
+        user, _, password = self.prefect_auth_string().partition(":")
+        return httpx.Client(
+            base_url=self.prefect_api_url, auth=httpx.BasicAuth(user, password), timeout=timeout
+        )
+
+    @property
     def api_keys_file(self) -> Path:
         """The proxy's keys, as digests (``CLIPPING_PROXY_API_KEYS_FILE``)."""
         return self.dir / "api-keys"
@@ -112,13 +131,18 @@ class StackConfig(BaseSettings):
         Prefect reads its settings when first imported, so they are overridden explicitly
         as well as through the environment (which threads started inside also see).
         """
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
         saved = dict(os.environ)
-        os.environ.update(self.env())
+        env = self.env()
+        os.environ.update(env)
         get_settings.cache_clear()
+        prefect = {
+            PREFECT_API_URL: env["PREFECT_API_URL"],
+            PREFECT_API_AUTH_STRING: env["PREFECT_API_AUTH_STRING"],
+        }
         try:
-            with temporary_settings(updates={PREFECT_API_URL: self.prefect_api_url}):
+            with temporary_settings(updates=prefect):
                 yield
         finally:
             os.environ.clear()
@@ -133,6 +157,9 @@ class StackConfig(BaseSettings):
             "PYTHONUNBUFFERED": "1",
             "DO_NOT_TRACK": "1",
             "PREFECT_API_URL": self.prefect_api_url,
+            # Flow processes inherit it from their worker. The server's own setting,
+            # PREFECT_SERVER_API_AUTH_STRING, is given to the server alone (stack.lifecycle).
+            "PREFECT_API_AUTH_STRING": self.prefect_auth_string(),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             # Fail loudly instead of silently starting a private server when misconfigured.
             "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
@@ -145,6 +172,27 @@ class StackConfig(BaseSettings):
             "CLIPPING_PROXY_URL": self.proxy_url,
             "CLIPPING_WORK_DIR": str(self.dir / "scratch"),
         }
+
+
+def _read_or_create_auth_string(path: Path) -> str:
+    """The ``user:password`` in ``path``, a fresh one written there first if it is absent.
+
+    Written to a file of mode 0600 and linked into place (atomic, and refused if the file
+    exists), so the secret is never world-readable nor read half-written, and of two
+    processes starting on a new state dir both end with the same one.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        candidate = path.with_name(f".{path.name}.{os.getpid()}")
+        candidate.touch(mode=0o600)
+        candidate.write_text(f"clipping:{secrets.token_urlsafe(32)}\n")
+        try:
+            os.link(candidate, path)
+        except FileExistsError:
+            pass  # the other process's secret stands
+        finally:
+            candidate.unlink()
+    return path.read_text().strip()
 
 
 def free_port() -> int:

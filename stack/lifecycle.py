@@ -103,7 +103,12 @@ class Stack:
 
     def components(self) -> dict[str, Component]:
         config, python = self.config, sys.executable
-        server_env = self._host_env("prefect-server")
+        # The server refuses every API request without this secret but GET /api/health
+        # (and /api/ready); the UI asks for it. Every client has it through config.env().
+        server_env = {
+            **self._host_env("prefect-server"),
+            "PREFECT_SERVER_API_AUTH_STRING": config.prefect_auth_string(),
+        }
         if config.prefect_database_url:
             server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = config.prefect_database_url
         listener_log = self.supervisor.log_path("listener")

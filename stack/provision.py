@@ -46,8 +46,8 @@ def write_service_account_key(path: Path, project: str, token_uri: str) -> None:
         "token_uri": token_uri,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)  # private before the key is in it
     path.write_text(json.dumps(info, indent=2))
-    path.chmod(0o600)
 
 
 # The stack's API clients and the scopes of their keys.

@@ -99,7 +99,8 @@ def proxy_client(config: StackConfig, client: str | None) -> httpx.Client:
 
 @pytest.fixture(scope="module")
 def prefect_api(live_stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live_stack.config.prefect_api_url, timeout=30.0) as client:
+    """The stack's Prefect REST API, with its secret (it refuses anonymous requests)."""
+    with live_stack.config.prefect_http() as client:
         yield client
 
 

@@ -86,7 +86,7 @@ def test_the_prefect_ui_shows_the_run_with_its_artifacts(
 ) -> None:
     request_id = proxy.post("/v1/clip/request", json=clip_body(recording)).json()["request_id"]
     status = wait_until_finished(proxy, request_id)
-    api = httpx.Client(base_url=live_stack.config.prefect_api_url, timeout=10.0)
+    api = live_stack.config.prefect_http(timeout=10.0)
     run = api.get(f"/flow_runs/{status['flow_run_id']}").json()
     assert run["state_type"] == "COMPLETED"
     assert run["idempotency_key"] == request_id

@@ -23,7 +23,6 @@ from prefect.states import AwaitingRetry, Crashed
 
 from agent_pool.crash_sweep import sweep_crashed_runs
 from agent_pool.listener import RequestListener
-from blocks import ClipBucket
 from clipping.messages import ClipRequest, ClipState
 from clipping.outcomes import RequestOutcomes
 from clipping.settings import Settings, get_settings
@@ -472,13 +471,3 @@ def test_a_message_nested_5000_deep_leaves_the_listener_serving(
     assert completions.wait_for("after-nested").status is ClipState.COMPLETED
     assert live_stack.supervisor.running()["listener"] == listener_pid, "the listener restarted"
     assert "recursion" in "".join(r.reason or "" for r in completions.all_for(None)).lower()
-
-
-def test_a_missing_bucket_block_is_named_with_the_command_that_saves_it(
-    live_stack: Stack,
-) -> None:
-    settings = get_settings().model_copy(update={"gcs_block": "no-such-bucket"})
-    with pytest.raises(
-        LookupError, match=r"no gcs-bucket block named 'no-such-bucket'.*deployments"
-    ):
-        ClipBucket.load(settings)

@@ -12,6 +12,7 @@ from google.cloud import storage
 from google.oauth2.service_account import Credentials
 
 from blocks import ClipBucket
+from clipping.settings import Settings
 from flows.clip_hand import v4_url_expiry
 from stack.provision import write_service_account_key
 from tests.signed_urls import verify_v4_url
@@ -73,28 +74,26 @@ def test_another_key_does_not_verify(key_file: Path, tmp_path: Path) -> None:
         verify_v4_url(_signed_url(key_file), _public_key(other))
 
 
-def test_the_flows_bucket_signs_with_the_key_from_the_block_and_never_shows_it(
-    key_file: Path,
+def test_the_bucket_from_the_settings_signs_with_the_key_file_and_never_holds_the_key(
+    key_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    key = key_file.read_text()
-    for bucket in (
-        ClipBucket(name="gg-subclips", service_account_json=key),
-        ClipBucket(name="gg-subclips", service_account_file=str(key_file)),
-    ):
-        url = (
-            bucket.storage()
-            .blob("hand_1/r.mp4")
-            .generate_signed_url(
-                version="v4",
-                method="GET",
-                expiration=timedelta(days=7),
-                credentials=bucket.signing_credentials(),
-                api_access_endpoint="http://127.0.0.1:4443",
-            )
+    monkeypatch.setenv("CLIPPING_SERVICE_ACCOUNT_FILE", str(key_file))
+    bucket = ClipBucket.from_settings(Settings())
+    url = (
+        bucket.storage()
+        .blob("hand_1/r.mp4")
+        .generate_signed_url(
+            version="v4",
+            method="GET",
+            expiration=timedelta(days=7),
+            credentials=bucket.signing_credentials(),
+            api_access_endpoint="http://127.0.0.1:4443",
         )
-        facts = verify_v4_url(url, _public_key(key_file))
-        assert facts.signer == "clipping-local@gg-poker.iam.gserviceaccount.com"
-        assert "PRIVATE KEY" not in repr(bucket) + bucket.model_dump_json()
+    )
+    facts = verify_v4_url(url, _public_key(key_file))
+    assert facts.signer == "clipping-local@gg-poker.iam.gserviceaccount.com"
+    assert bucket.service_account_file == str(key_file)
+    assert "PRIVATE KEY" not in repr(bucket) + bucket.model_dump_json()
 
 
 def test_without_a_key_the_flows_bucket_says_how_to_provide_one() -> None:

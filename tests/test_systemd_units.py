@@ -6,12 +6,15 @@ hosts, so the units are verified from a copy in which that one path is replaced 
 interpreter; every other line is verified as shipped.
 """
 
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import prefect.settings
 import pytest
 
 from clipping.settings import Settings
@@ -21,6 +24,7 @@ SYSTEMD_DIR = Path(__file__).resolve().parent.parent / "agent_pool" / "systemd"
 INSTALL_SH = SYSTEMD_DIR / "install.sh"
 ENV_EXAMPLE = SYSTEMD_DIR / "clipping.env.example"
 VENV_PYTHON = "/opt/clipping/venv/bin/python"
+SERVER_UNIT = SYSTEMD_DIR / "prefect-server.service"
 WORKER_TEMPLATE = "clipping-worker@.service"
 PLAIN_UNITS = ["prefect-server.service", "clipping-listener.service", "clipping-proxy.service"]
 # Instances verified through the template; nas-server-03 is the scale-out case.
@@ -124,6 +128,55 @@ def test_env_example_uses_only_names_the_service_reads() -> None:
     assert names, "no CLIPPING_* variable in the example"
     assert names <= known, f"unknown variables: {sorted(names - known)}"
     assert not re.search(r"^PREFECT_HOME=", ENV_EXAMPLE.read_text(), re.MULTILINE)
+
+
+def test_the_prefect_server_binds_a_private_address_by_default() -> None:
+    (start,) = service_values(SERVER_UNIT, "ExecStart")
+    # Host and port come from the environment alone, so the env file can choose them.
+    assert start == f"{VENV_PYTHON} -m prefect server start"
+    assert "0.0.0.0" not in SERVER_UNIT.read_text()
+    environment = service_values(SERVER_UNIT, "Environment")
+    assert "PREFECT_SERVER_API_HOST=127.0.0.1" in environment
+    assert "PREFECT_SERVER_API_PORT=4200" in environment
+
+
+def _server_precheck(auth_string: str | None) -> int:
+    """The server unit's ExecStartPre run as systemd runs it, with this secret or none."""
+    (precheck,) = service_values(SERVER_UNIT, "ExecStartPre")
+    # systemd splits the line like a shell and turns "$$" into a literal "$".
+    command = [word.replace("$$", "$") for word in shlex.split(precheck)]
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_API_AUTH_STRING"}
+    if auth_string is not None:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
+    return subprocess.run(command, env=env, capture_output=True, timeout=30).returncode
+
+
+@pytest.mark.parametrize(
+    ("auth_string", "starts"),
+    [(None, False), ("", False), ("clipping:CHANGE-ME", False), ("clipping:s3cr3t-xyz", True)],
+    ids=["unset", "empty", "placeholder", "a-secret"],
+)
+def test_the_prefect_server_refuses_to_start_without_a_secret(
+    auth_string: str | None, starts: bool
+) -> None:
+    assert (_server_precheck(auth_string) == 0) is starts
+
+
+def test_env_example_documents_the_prefect_auth_strings() -> None:
+    text = ENV_EXAMPLE.read_text()
+    # Every client sends the secret; the server line is for the Prefect host to uncomment.
+    assert re.search(r"^PREFECT_API_AUTH_STRING=\S+:\S+$", text, re.MULTILINE)
+    assert re.search(r"^#PREFECT_SERVER_API_AUTH_STRING=\S+:\S+$", text, re.MULTILINE)
+    # Clients reach the server through TLS, never a plain-http Prefect URL.
+    assert re.search(r"^PREFECT_API_URL=https://", text, re.MULTILINE)
+    assert re.search(r"^#?PREFECT_SERVER_API_HOST=127\.0\.0\.1$", text, re.MULTILINE)
+
+
+def test_env_example_uses_only_prefect_settings_prefect_knows() -> None:
+    names = set(re.findall(r"^#?(PREFECT_[A-Z0-9_]+)=", ENV_EXAMPLE.read_text(), re.MULTILINE))
+    assert "PREFECT_API_AUTH_STRING" in names
+    unknown = {name for name in names if not hasattr(prefect.settings, name)}
+    assert unknown == set(), f"not Prefect settings: {sorted(unknown)}"
 
 
 def run_install(*args: str) -> subprocess.CompletedProcess[str]:

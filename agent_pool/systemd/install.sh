@@ -25,7 +25,8 @@ project in $SRC and $VENV, $ENV_FILE
 $UNIT_DIR; then enable and start the units.
 
 Roles (several allowed):
-  server              prefect-server.service (Prefect API and UI, port 4200)
+  server              prefect-server.service (Prefect API and UI, 127.0.0.1:4200 behind
+                      a TLS reverse proxy; needs PREFECT_SERVER_API_AUTH_STRING)
   worker AGENT_ID     clipping-worker@AGENT_ID.service (Prefect worker on nas-pool,
                       health on CLIPPING_WORKER_HEALTH_PORT); repeat for more agents
   listener            clipping-listener.service (Pub/Sub requests -> flow runs)
@@ -185,7 +186,11 @@ fi
 
 ((DRY_RUN)) && exit 0
 cat >&2 <<EOF
-install.sh: done. Once per release, with the Prefect server up, apply the work pool,
-blocks, automations and deployment from $SRC (on one host):
+install.sh: done. $ENV_FILE holds the Prefect API's secret (PREFECT_API_AUTH_STRING):
+keep it root:$SERVICE_USER, mode 0640. The signing key (CLIPPING_SERVICE_ACCOUNT_FILE)
+stays on each worker host, readable by $SERVICE_USER alone, e.g.
+  install -m 0640 -o root -g $SERVICE_USER key.json $ETC/service-account.json
+Once per release, with the Prefect server up, apply the work pool, blocks, automations
+and deployment from $SRC (on one host):
   sudo sh -c 'set -a; . $ENV_FILE; cd $SRC && exec $VENV/bin/python -m deployments'
 EOF
