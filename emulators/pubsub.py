@@ -1,9 +1,9 @@
-"""In-memory Google Cloud Pub/Sub emulator: the fallback when the official one is not installed.
+"""A Google Cloud Pub/Sub emulator, the local stack's default (``emulators.pubsub_command``).
 
-Run it with ``python -m emulators.pubsub --host 127.0.0.1 --port 8085`` and point the clients at
-it with ``PUBSUB_EMULATOR_HOST=127.0.0.1:8085``. It speaks the same gRPC protocol as the official
-emulator, so the unmodified ``google-cloud-pubsub`` client works against it. It prints a line
-containing ``Server started`` once listening and stops cleanly on SIGTERM or SIGINT.
+Run it with ``python -m emulators.pubsub --host 127.0.0.1 --port 8085 [--data-dir DIR]`` and point
+the clients at it with ``PUBSUB_EMULATOR_HOST=127.0.0.1:8085``. It speaks the same gRPC protocol
+as the official emulator, so the unmodified ``google-cloud-pubsub`` client works against it. It
+prints a line containing ``Server started`` once listening and stops cleanly on SIGTERM or SIGINT.
 
 Implemented:
 
@@ -25,13 +25,22 @@ Implemented:
 Not implemented: every other RPC (UpdateTopic, UpdateSubscription, DetachSubscription,
 ModifyPushConfig, Seek, snapshots, schemas, IAM) answers UNIMPLEMENTED; push, BigQuery and Cloud
 Storage subscriptions, filters, message ordering, exactly-once delivery, retry policies and
-retention are stored but ignored. State lives in memory only and is lost on exit; each
-subscription keeps at most ``MAX_BACKLOG`` undelivered messages, dropping the oldest beyond that.
+retention are stored but ignored. Each subscription keeps at most ``MAX_BACKLOG`` undelivered
+messages, dropping the oldest beyond that.
+
+Durability: without ``--data-dir`` the state lives in memory and is lost on exit. With it, like
+Pub/Sub itself, the emulator forgets nothing it has answered for, even when killed with SIGKILL:
+every topic, subscription and unacknowledged message (with its delivery count) is written
+through to ``DIR/journal.jsonl`` (``emulators.journal``) before the call that changed it
+answers, and reloaded on start, when the messages that were leased become deliverable at once.
+The journal is compacted at start and whenever it holds more than ``_COMPACT_MIN`` records and
+twice as many as the live messages, so a publish costs one appended line, not a rewrite.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import itertools
 import re
 import signal
@@ -42,11 +51,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
 from google.pubsub_v1 import types
+
+from emulators.journal import Journal, Record
 
 MAX_BACKLOG = 100_000
 """Undelivered messages kept per subscription; the oldest are dropped beyond this."""
@@ -58,6 +70,10 @@ _WORKERS = 100  # concurrent RPCs, each open StreamingPull holds one
 _MAX_REQUEST_BYTES = 20 * 1024 * 1024  # Pub/Sub accepts 10 MB publish requests
 _DEFAULT_ACK_DEADLINE = 10
 _DEFAULT_MAX_DELIVERY_ATTEMPTS = 5
+_COMPACT_MIN = 10_000  # journal records worth compacting
+# Each start numbers its ack ids from its own block, so an ack id handed out before a restart
+# never names a lease made after it.
+_ACK_IDS_PER_INCARNATION = 10**12
 _DELETED_TOPIC = "_deleted-topic_"
 _ID = r"(?!goog)[A-Za-z][\w\-.~+%]{2,254}"
 _PROJECT = re.compile(r"projects/[^/]+")
@@ -123,16 +139,26 @@ class PubSubEmulator:
 
     Every RPC method takes the request and the gRPC context and runs under one lock; waiting
     readers (Pull, StreamingPull) sleep on its condition and are woken by every change. A daemon
-    thread expires ack deadlines.
+    thread expires ack deadlines. With a ``data_dir``, the state is restored from its journal and
+    every change is written through to it (see the module's docstring).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: Path | None = None) -> None:
         self._cond = threading.Condition()
         self._topics: dict[str, types.Topic] = {}
         self._subscriptions: dict[str, _Subscription] = {}
-        self._message_ids = itertools.count(1)
-        self._ack_ids = itertools.count(1)
+        self._last_message_id = 0
+        self._incarnation = 0
+        self._journal = Journal(data_dir) if data_dir else None
+        if self._journal:
+            self._restore(self._journal)
+        self._ack_ids = itertools.count(self._incarnation * _ACK_IDS_PER_INCARNATION + 1)
         threading.Thread(target=self._expire_forever, name="ack-deadlines", daemon=True).start()
+
+    def close(self) -> None:
+        """Release the data directory, if any; the emulator must not be used after."""
+        if self._journal:
+            self._journal.close()
 
     # Publisher
 
@@ -142,6 +168,7 @@ class PubSubEmulator:
             if topic.name in self._topics:
                 raise _Error(grpc.StatusCode.ALREADY_EXISTS, "Topic already exists")
             self._topics[topic.name] = topic
+            self._write(_proto_record("topic", topic))
         return topic
 
     def get_topic(
@@ -169,10 +196,8 @@ class PubSubEmulator:
     ) -> empty_pb2.Empty:
         with self._cond:
             self._topic(request.topic)
-            del self._topics[request.topic]
-            for sub in self._subscriptions.values():
-                if sub.proto.topic == request.topic:
-                    sub.proto.topic = _DELETED_TOPIC
+            self._remove_topic(request.topic)
+            self._write({"op": "delete_topic", "name": request.topic})
         return empty_pb2.Empty()
 
     def publish(
@@ -233,6 +258,7 @@ class PubSubEmulator:
             if policy.dead_letter_topic and policy.dead_letter_topic not in self._topics:
                 raise _Error(grpc.StatusCode.NOT_FOUND, "Dead letter topic not found")
             self._subscriptions[sub.name] = _Subscription(sub)
+            self._write(_proto_record("subscription", sub))
         return sub
 
     def get_subscription(
@@ -262,6 +288,7 @@ class PubSubEmulator:
         with self._cond:
             self._subscription(request.subscription)
             del self._subscriptions[request.subscription]
+            self._write({"op": "delete_subscription", "name": request.subscription})
             self._cond.notify_all()  # its open streams end with NOT_FOUND
         return empty_pb2.Empty()
 
@@ -353,17 +380,19 @@ class PubSubEmulator:
         self, topic: str, data: bytes, attributes: dict[str, str], ordering_key: str = ""
     ) -> str:
         """Publish one message: queue it on every subscription of the topic; return its id."""
+        self._last_message_id += 1
         message = types.PubsubMessage(
             data=data,
             attributes=attributes,
             ordering_key=ordering_key,
-            message_id=str(next(self._message_ids)),
+            message_id=str(self._last_message_id),
             publish_time=datetime.now(UTC),
         )
-        size = types.PubsubMessage.pb(message).ByteSize()
-        for sub in self._subscriptions.values():
-            if sub.proto.topic == topic:
-                sub.backlog.append(_Delivery(message, size))
+        size = _size(message)
+        targets = [sub for sub in self._subscriptions.values() if sub.proto.topic == topic]
+        for sub in targets:
+            sub.backlog.append(_Delivery(message, size))
+        self._write(_message_record(message, {sub.proto.name: 0 for sub in targets}))
         return message.message_id
 
     def _deliver(
@@ -387,6 +416,8 @@ class PubSubEmulator:
                     delivery_attempt=delivery.attempts if dead_letter else 0,
                 )
             )
+        if received:
+            self._write(_ids_record("delivered", sub, [r.message for r in received]))
         return received
 
     def _release(self, sub: _Subscription, ack_id: str) -> _Delivery | None:
@@ -419,6 +450,7 @@ class PubSubEmulator:
                 ).replace("+00:00", "Z"),
             }
             self._fan_out(policy.dead_letter_topic, message.data, attributes, message.ordering_key)
+            self._write(_ids_record("done", sub, [message]))
         else:
             sub.backlog.appendleft(delivery)
         self._cond.notify_all()
@@ -441,8 +473,9 @@ class PubSubEmulator:
     def _ack(self, sub: _Subscription, ack_ids: list[str]) -> None:
         for ack_id in ack_ids:
             _check_ack_id(sub, ack_id)
-        for ack_id in ack_ids:
-            self._release(sub, ack_id)
+        released = [self._release(sub, ack_id) for ack_id in ack_ids]
+        if acked := [delivery.message for delivery in released if delivery]:
+            self._write(_ids_record("done", sub, acked))
 
     def _modify(self, sub: _Subscription, ack_ids: list[str], seconds: list[int]) -> None:
         if len(ack_ids) != len(seconds):
@@ -503,6 +536,102 @@ class PubSubEmulator:
             self._nack(sub, [a for a, lease in sub.leases.items() if lease.stream is stream])
             self._cond.notify_all()
 
+    def _remove_topic(self, name: str) -> None:
+        del self._topics[name]
+        for sub in self._subscriptions.values():
+            if sub.proto.topic == name:
+                sub.proto.topic = _DELETED_TOPIC
+
+    # Durability; all expect the lock to be held (or the emulator not to be serving yet).
+
+    def _write(self, record: Record) -> None:
+        """Write a change through to the journal, if any, before the call that made it answers."""
+        if self._journal is None:
+            return
+        self._journal.append(record)
+        live = sum(len(sub.backlog) + len(sub.leases) for sub in self._subscriptions.values())
+        if self._journal.appended > max(_COMPACT_MIN, 2 * live):
+            self._journal.rewrite(self._snapshot())
+
+    def _snapshot(self) -> Iterator[Record]:
+        """The fewest records that rebuild the current state; leased messages come first."""
+        yield {"op": "counters", "message_id": self._last_message_id, "start": self._incarnation}
+        yield from (_proto_record("topic", topic) for topic in self._topics.values())
+        subscriptions = self._subscriptions
+        yield from (_proto_record("subscription", sub.proto) for sub in subscriptions.values())
+        messages: dict[str, tuple[types.PubsubMessage, dict[str, int]]] = {}
+        for name, sub in subscriptions.items():
+            for delivery in [*(lease.delivery for lease in sub.leases.values()), *sub.backlog]:
+                message = delivery.message
+                messages.setdefault(message.message_id, (message, {}))[1][name] = delivery.attempts
+        yield from (_message_record(message, to) for message, to in messages.values())
+
+    def _restore(self, journal: Journal) -> None:
+        """Rebuild the state from the journal as a new start, then compact the journal."""
+        pending: dict[str, dict[str, _Delivery]] = {}  # subscription -> message id -> delivery
+        for record in journal.read():
+            self._replay(record, pending)
+        for name, deliveries in pending.items():
+            self._subscriptions[name].backlog.extend(deliveries.values())
+        self._incarnation += 1
+        journal.rewrite(self._snapshot())
+
+    def _replay(self, record: Record, pending: dict[str, dict[str, _Delivery]]) -> None:
+        """Apply one journal record; messages are collected in ``pending`` meanwhile."""
+        match record:
+            case {"op": "counters", "message_id": int(last), "start": int(incarnation)}:
+                self._last_message_id = max(self._last_message_id, last)
+                self._incarnation = incarnation
+            case {"op": "topic", "proto": str(proto)}:
+                topic = types.Topic.deserialize(_decode(proto))
+                self._topics[topic.name] = topic
+            case {"op": "delete_topic", "name": str(name)}:
+                self._remove_topic(name)
+            case {"op": "subscription", "proto": str(proto)}:
+                sub = types.Subscription.deserialize(_decode(proto))
+                self._subscriptions[sub.name] = _Subscription(sub)
+                pending[sub.name] = {}
+            case {"op": "delete_subscription", "name": str(name)}:
+                del self._subscriptions[name], pending[name]
+            case {"op": "message", "proto": str(proto), "to": dict(to)}:
+                message = types.PubsubMessage.deserialize(_decode(proto))
+                self._last_message_id = max(self._last_message_id, int(message.message_id))
+                for name, attempts in to.items():
+                    pending[name][message.message_id] = _Delivery(message, _size(message), attempts)
+            case {"op": "delivered", "on": str(name), "ids": list(ids)}:
+                for message_id in ids:
+                    pending[name][message_id].attempts += 1
+            case {"op": "done", "on": str(name), "ids": list(ids)}:
+                for message_id in ids:
+                    del pending[name][message_id]
+            case _:
+                raise ValueError(f"not a journal record: {record!r}")
+
+
+def _size(message: types.PubsubMessage) -> int:
+    return types.PubsubMessage.pb(message).ByteSize()
+
+
+def _proto_record(op: str, proto: types.Topic | types.Subscription) -> Record:
+    return {"op": op, "proto": _encode(type(proto).serialize(proto))}
+
+
+def _message_record(message: types.PubsubMessage, to: dict[str, int]) -> Record:
+    """A message queued on the subscriptions ``to`` maps to its delivery counts there."""
+    return {"op": "message", "proto": _encode(types.PubsubMessage.serialize(message)), "to": to}
+
+
+def _ids_record(op: str, sub: _Subscription, messages: list[types.PubsubMessage]) -> Record:
+    return {"op": op, "on": sub.proto.name, "ids": [m.message_id for m in messages]}
+
+
+def _encode(proto: bytes) -> str:
+    return base64.b64encode(proto).decode()
+
+
+def _decode(proto: str) -> bytes:
+    return base64.b64decode(proto)
+
 
 def _check_name(pattern: re.Pattern[str], kind: str, name: str) -> None:
     if not pattern.fullmatch(name):
@@ -559,12 +688,13 @@ def _handler(
     )
 
 
-def build_server(host: str, port: int) -> grpc.Server:
-    """Return a gRPC server bound to host:port serving a fresh emulator (not started yet).
+def build_server(host: str, port: int, data_dir: Path | None = None) -> grpc.Server:
+    """Return a gRPC server bound to host:port serving an emulator (not started yet).
 
-    Raises OSError if the address cannot be bound, e.g. because the port is taken.
+    The emulator keeps its state in ``data_dir`` if given, else in memory. Raises OSError if
+    the address cannot be bound, e.g. because the port is taken, or the data dir is in use.
     """
-    e = PubSubEmulator()
+    e = PubSubEmulator(data_dir)
     empty = empty_pb2.Empty
     publisher = {
         "CreateTopic": _handler(e.create_topic, types.Topic, types.Topic),
@@ -620,23 +750,30 @@ def build_server(host: str, port: int) -> grpc.Server:
     except RuntimeError:  # newer grpcio raises instead of returning 0; it logs the cause
         bound = 0
     if not bound:
-        raise OSError(f"cannot listen on {address}")
+        e.close()
+        raise OSError(f"cannot listen on {address} (is the port already in use?)")
     return server
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m emulators.pubsub",
-        description="In-memory Google Cloud Pub/Sub emulator (gRPC), a fallback for the official "
-        "one. Point clients at it with PUBSUB_EMULATOR_HOST=HOST:PORT.",
+        description="Google Cloud Pub/Sub emulator (gRPC). Point clients at it with "
+        "PUBSUB_EMULATOR_HOST=HOST:PORT.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     parser.add_argument("--port", type=int, default=8085, help="port to listen on (%(default)s)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep topics, subscriptions and unacknowledged messages in this directory, across "
+        "restarts and kills (default: in memory only)",
+    )
     args = parser.parse_args(argv)
     try:
-        server = build_server(args.host, args.port)
+        server = build_server(args.host, args.port, args.data_dir)
     except OSError as error:
-        parser.exit(1, f"error: {error} (is the port already in use?)\n")
+        parser.exit(1, f"error: {error}\n")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -10,7 +10,7 @@ from prefect.client.schemas.objects import WorkerStatus
 
 from clipping.settings import get_settings
 from deployments.apply import PROJECT_DIR, apply
-from deployments.pubsub import ensure_subscription
+from deployments.pubsub import ensure_subscription, ensure_topology
 from emulators import gcs_command, pubsub_command
 from stack.config import StackConfig, free_port
 from stack.processes import Supervisor, http_ok, port_open, wait_until
@@ -63,7 +63,6 @@ class Stack:
         create_bucket(settings)
         logger.info("applying topics, work pool, blocks, deployment and automation")
         apply(settings)
-        ensure_subscription(settings, COMPLETIONS_AUDIT_SUBSCRIPTION, settings.completions_topic)
         for worker in config.workers:
             self.start(worker)
         self.start("listener", "proxy")
@@ -73,9 +72,19 @@ class Stack:
         return self.supervisor.stop_all()
 
     def start(self, *names: str) -> None:
-        """Start the named components together, then wait until each is ready."""
+        """Start the named components together, then wait until each is ready.
+
+        A (re)started Pub/Sub emulator gets the topics and subscriptions again, idempotently:
+        the official emulator keeps nothing, and the fallback's data dir may have been lost.
+        """
         components = self.components()
         self._launch({name: components[name] for name in names})
+        if "pubsub-emulator" in names:
+            settings = get_settings()
+            ensure_topology(settings)
+            ensure_subscription(
+                settings, COMPLETIONS_AUDIT_SUBSCRIPTION, settings.completions_topic
+            )
 
     def add_worker(self, name: str) -> int:
         """Start one more NAS agent: it joins the pool as is. Returns its health port."""
@@ -120,7 +129,7 @@ class Stack:
                 http_ok(f"{config.prefect_api_url}/health"),
             ),
             "pubsub-emulator": Component(
-                pubsub_command(config.host, config.pubsub_port),
+                pubsub_command(config.host, config.pubsub_port, config.dir / "pubsub"),
                 config.env(),
                 port_open(config.host, config.pubsub_port),
             ),

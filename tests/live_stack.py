@@ -45,10 +45,6 @@ def live_stack(stack_config: StackConfig) -> Iterator[Stack]:
     stack = Stack(stack_config)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("CLIPPING_UPLOAD_CHUNK_BYTES", str(TEST_UPLOAD_CHUNK_BYTES))
-        # The official emulator (0.8.20 here) stops delivering a subscription's messages
-        # once a subscriber closes its stream, so a listener restart would lose requests;
-        # tests/test_pubsub_emulators.py shows the defect. The fallback behaves as Pub/Sub.
-        env.setenv("CLIPPING_PUBSUB_EMULATOR", "fallback")
         with stack_config.activated():
             try:
                 stack.up()
