@@ -48,6 +48,8 @@ DUPLICATE_GRACE_S = 5.0
 PREFECT_OUTAGE_S = 12.0
 # The suite runs a burst of 16 (about 35 s here); bench/faults.py runs 200 with faults.
 BURST_SIZE = int(os.environ.get("CLIPPING_TEST_BURST", "16"))
+# Requests published before each restart in the restarts test.
+RESTART_WAVE = 4
 
 
 def _publish(settings: Settings, data: bytes) -> None:
@@ -194,6 +196,33 @@ def test_a_burst_of_requests_all_complete_on_both_workers(
     assert all(completions.count(request_id) == 1 for request_id in request_ids)
     clips = [blob for blob in _objects("hand-burst/") if blob.name.endswith(".mp4")]
     assert len(clips) == BURST_SIZE
+
+
+def test_a_burst_survives_restarts_of_the_emulator_the_listener_and_a_worker(
+    live_stack: Stack,
+    settings_of_stack: Settings,
+    recording: Path,
+    completions: CompletionLog,
+    prefect_api: httpx.Client,
+) -> None:
+    """Published straight onto the topic, so nothing but Pub/Sub (the default emulator,
+    durable across a kill) holds the requests while the restarts happen."""
+    requests = [
+        _request(recording, f"restarts-{n}", f"hand-restarts-{n}", end_seconds=6.0)
+        for n in range(3 * RESTART_WAVE)
+    ]
+    restarts = ["pubsub-emulator", "listener", live_stack.config.workers[0]]
+    for wave, name in enumerate(restarts):
+        for request in requests[wave * RESTART_WAVE : (wave + 1) * RESTART_WAVE]:
+            _publish(settings_of_stack, request.model_dump_json().encode())
+        live_stack.stop(name, kill=True)
+        live_stack.start(name)
+    ids = [request.request_id for request in requests]
+    completions.wait_for_all(ids, timeout=120 + 8 * len(ids))
+    time.sleep(DUPLICATE_GRACE_S)
+    for request in requests:
+        assert completions.wait_for(request.request_id).status is ClipState.COMPLETED
+        _assert_exactly_once(prefect_api, completions, request)
 
 
 POISON = [

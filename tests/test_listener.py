@@ -5,6 +5,8 @@ raise, and no request gets a second outcome.
 
 import json
 import logging
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,3 +281,13 @@ def test_no_message_makes_the_listener_raise_or_announce_twice(
     assert message.answers in (["ack"], ["nack"])
     ids = [c.request_id for c in harness.announced if c.request_id is not None]
     assert len(ids) == len(set(ids)), "a request id was announced twice"
+
+
+def test_the_listener_imports_neither_the_flow_nor_pyav() -> None:
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, agent_pool.listener; print(sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "'av'" not in loaded and "'flows.clip_hand'" not in loaded and "'cutting'" not in loaded
