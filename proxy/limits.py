@@ -1,5 +1,6 @@
-"""Request limits: body size (413) and a per-key rate (429) on the request endpoint."""
+"""Request limits: body size (413), body read time (408), a per-key rate (429)."""
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -7,16 +8,21 @@ from dataclasses import dataclass, field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodySizeLimit:
-    """ASGI middleware answering 413 for bodies over ``max_bytes``, declared or streamed.
+class BodyLimits:
+    """ASGI middleware reading every request body whole before the app sees it.
 
-    The body is read here, before the app (at most ``max_bytes`` of it), then replayed: the
-    app never sees a partial body, and a chunked one is measured as it arrives.
+    413 for a body over ``max_bytes``, declared or streamed (at most ``max_bytes`` of it is
+    read); 408 when the body has not arrived within ``read_timeout_seconds`` of the first
+    read, and the connection is closed, so a client sending a partial body cannot hold it.
+    The body is then replayed: the app never sees a partial body, and a chunked one is
+    measured as it arrives. Both answers come before the key is checked: they protect the
+    proxy, and reading the body is what they limit.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_seconds: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout_seconds = read_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -26,6 +32,26 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._too_large(send)
             return
+        try:
+            # One deadline for the whole body: a per-read timeout would let a client
+            # dribble a byte at a time for ever.
+            async with asyncio.timeout(self.read_timeout_seconds):
+                messages = await self._read_body(receive)
+        except TimeoutError:
+            detail = f"the request body did not arrive within {self.read_timeout_seconds:g} s"
+            await _answer(send, 408, detail, close=True)
+            return
+        if messages is None:
+            await self._too_large(send)
+            return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _read_body(self, receive: Receive) -> list[Message] | None:
+        """The body's messages, or None once more than ``max_bytes`` arrived."""
         messages: list[Message] = []
         received = 0
         while True:
@@ -33,31 +59,28 @@ class BodySizeLimit:
             messages.append(message)
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                await self._too_large(send)
-                return
+                return None
             if message["type"] != "http.request" or not message.get("more_body"):
-                break
-
-        async def replay() -> Message:
-            return messages.pop(0) if messages else await receive()
-
-        await self.app(scope, replay, send)
+                return messages
 
     async def _too_large(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"the request body is larger than {self.max_bytes} bytes"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        # The connection stays open: the server discards the rest of the body, and closing
+        # on unread data would reset the connection before the client reads the answer.
+        detail = f"the request body is larger than {self.max_bytes} bytes"
+        await _answer(send, 413, detail, close=False)
+
+
+async def _answer(send: Send, status: int, detail: str, close: bool) -> None:
+    """A problem answer; with ``close``, the server closes the connection after it."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 @dataclass

@@ -36,6 +36,17 @@ class ProxySettings(BaseSettings):
     max_body_bytes: int = Field(
         default=16 * 1024, gt=0, description="Largest request body accepted (else 413)."
     )
+    body_read_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Whole request body within this long, else 408 and the connection closed "
+        "(a client that sends a partial body would hold its connection open for good).",
+    )
+    docs_enabled: bool = Field(
+        default=False,
+        description="Serve /docs, /redoc and /openapi.json (off in production: openapi.yaml "
+        "is the published schema).",
+    )
     requests_per_minute: float = Field(
         default=600.0, gt=0, description="Clip requests per minute per key (else 429)."
     )

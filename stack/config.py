@@ -169,6 +169,7 @@ class StackConfig(BaseSettings):
             "CLIPPING_SERVICE_ACCOUNT_FILE": str(self.service_account_file),
             "CLIPPING_PROXY_DATABASE_URL": f"sqlite:///{self.dir / 'proxy.db'}",
             "CLIPPING_PROXY_API_KEYS_FILE": str(self.api_keys_file),
+            "CLIPPING_PROXY_DOCS_ENABLED": "true",
             "CLIPPING_PROXY_URL": self.proxy_url,
             "CLIPPING_WORK_DIR": str(self.dir / "scratch"),
         }

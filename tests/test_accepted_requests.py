@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from clipping.messages import ClipRequest
 from proxy.accepted import AcceptedRequests, RequestIdConflict
@@ -65,3 +66,40 @@ def test_survives_a_restart_and_forgets_on_request(
     assert "r1" in second
     second.forget("r1")
     assert "r1" not in second
+
+
+def test_keeps_the_owner_and_refuses_the_id_to_another_owner(
+    database_url: str, request_body: dict[str, object]
+) -> None:
+    store = AcceptedRequests(database_url)
+    request = ClipRequest.model_validate(request_body)
+    assert store.accept(request, owner="sha256:aa") is True
+    assert store.accept(request, owner="sha256:aa") is False
+    assert store.owner("r1") == "sha256:aa"
+    assert store.owner("r2") is None
+    with pytest.raises(RequestIdConflict):
+        store.accept(request, owner="sha256:bb")
+    assert store.owner("r1") == "sha256:aa"
+
+
+def test_a_table_made_before_owners_gains_the_column(
+    database_url: str, request_body: dict[str, object]
+) -> None:
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TABLE accepted_requests (request_id VARCHAR(64) PRIMARY KEY, "
+                "body TEXT NOT NULL, accepted_at TIMESTAMP WITH TIME ZONE NOT NULL "
+                "DEFAULT CURRENT_TIMESTAMP)"
+            )
+        )
+        connection.execute(
+            text("INSERT INTO accepted_requests (request_id, body) VALUES ('old', '{}')")
+        )
+    engine.dispose()
+    store = AcceptedRequests(database_url)
+    assert "old" in store
+    assert store.owner("old") is None
+    assert store.accept(ClipRequest.model_validate(request_body), owner="sha256:aa") is True
+    assert store.owner("r1") == "sha256:aa"

@@ -28,6 +28,7 @@ from clipping.outcomes import RequestOutcomes
 from clipping.settings import Settings, get_settings
 from cutting import probe
 from proxy.accepted import AcceptedRequests
+from proxy.auth import digest
 from stack.lifecycle import Stack
 from stack.processes import kill_flow_processes
 from stack.provision import ensure_sample_recording
@@ -362,7 +363,7 @@ def test_a_request_that_keeps_failing_is_parked_with_its_reason(
     settings = settings_of_stack
     request = _request(recording, "parked-1", "hand-parked")
     # As if the proxy had accepted it and the listener then never reached Prefect.
-    AcceptedRequests(os.environ["CLIPPING_PROXY_DATABASE_URL"]).accept(request)
+    AcceptedRequests(os.environ["CLIPPING_PROXY_DATABASE_URL"]).accept(request, owner=_owner(proxy))
     assert proxy.get("/v1/clip/parked-1/status").json()["status"] == "queued"
     last_attempt = settings.max_delivery_attempts
     delivery = _Delivery(request.model_dump_json().encode(), delivery_attempt=last_attempt)
@@ -478,7 +479,7 @@ def test_an_accepted_request_the_listener_rejects_reads_rejected_with_its_reason
     request = _request(recording, "rejected-later", "hand-rejected")
     # The proxy accepted it; what reaches the listener under that id no longer validates
     # (a recording swapped for a link out of the NAS root between the two checks, say).
-    AcceptedRequests(os.environ["CLIPPING_PROXY_DATABASE_URL"]).accept(request)
+    AcceptedRequests(os.environ["CLIPPING_PROXY_DATABASE_URL"]).accept(request, owner=_owner(proxy))
     invalid = {**request.model_dump(mode="json"), "nas_video_path": "/etc/passwd"}
     _publish(settings_of_stack, json.dumps(invalid).encode())
     status = wait_until_finished(proxy, "rejected-later")
@@ -500,3 +501,8 @@ def test_a_message_nested_5000_deep_leaves_the_listener_serving(
     assert completions.wait_for("after-nested").status is ClipState.COMPLETED
     assert live_stack.supervisor.running()["listener"] == listener_pid, "the listener restarted"
     assert "recursion" in "".join(r.reason or "" for r in completions.all_for(None)).lower()
+
+
+def _owner(proxy: httpx.Client) -> str:
+    """The owner the proxy records for requests made with ``proxy``'s key."""
+    return digest(proxy.headers["Authorization"].removeprefix("Bearer "))

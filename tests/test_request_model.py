@@ -1,5 +1,6 @@
 """The one request model: every rule a clip request must satisfy, and readable refusals."""
 
+import json
 import os
 from pathlib import Path
 
@@ -69,6 +70,22 @@ def test_times_are_finite_and_ordered(
     nas_root: Path, start: object, end: object, problem: str
 ) -> None:
     assert problem in _refusal(_request(nas_root, start_seconds=start, end_seconds=end))
+
+
+@pytest.mark.parametrize("field", ["start_seconds", "end_seconds"])
+@pytest.mark.parametrize("lax", ["2", "25.5", True, False, None])
+def test_times_are_json_numbers_only(nas_root: Path, field: str, lax: object) -> None:
+    reason = _refusal(_request(nas_root, **{field: lax}))
+    assert f"{field}: Input should be a valid number" in reason
+
+
+@pytest.mark.parametrize(("start", "end"), [(1, 2), (0, 2.5), (1.5, 30)])
+def test_times_may_be_integers_or_floats(nas_root: Path, start: float, end: float) -> None:
+    request = ClipRequest.model_validate_json(
+        json.dumps(_request(nas_root, start_seconds=start, end_seconds=end))
+    )
+    assert (request.start_seconds, request.end_seconds) == (start, end)
+    assert isinstance(request.start_seconds, float)
 
 
 def test_a_thirty_minute_range_is_allowed(nas_root: Path) -> None:

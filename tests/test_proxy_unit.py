@@ -1,0 +1,271 @@
+"""The proxy in process: body problems after the key check, tenancy, docs, the read timeout.
+
+The app runs on FastAPI's TestClient with an SQLite record of accepted requests; GCS is an
+empty bucket (every object 404), Prefect a loopback port that refuses connections, so a
+status answer that gets as far as Prefect is 503; Pub/Sub publishing is replaced by a stub.
+"""
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from pydantic import SecretStr
+
+from clipping.settings import Settings
+from proxy import app as proxy_app
+from proxy.app import create_app
+from proxy.openapi import openapi_yaml
+from proxy.settings import ProxySettings
+
+OPENAPI_FILE = Path(__file__).resolve().parents[1] / "openapi.yaml"
+MakeClient = Callable[[ProxySettings], TestClient]
+KEYS = {"m6": "clip", "partner": "clip", "operator": "admin+clip", "admin": "admin"}
+
+
+def _auth(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {name}-key"}
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port bound but not listening: every connection to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+class _NoSuchObject(BaseHTTPRequestHandler):
+    """GCS's JSON API for a bucket that holds nothing: every object is 404."""
+
+    def _not_found(self) -> None:
+        body = json.dumps({"error": {"code": 404, "message": "No such object"}}).encode()
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _not_found
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the test's output is the proxy's."""
+
+
+@pytest.fixture
+def empty_gcs() -> Iterator[str]:
+    """``STORAGE_EMULATOR_HOST`` of an in-process GCS with no objects; stopped afterwards."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NoSuchObject)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def proxy_settings(tmp_path: Path) -> ProxySettings:
+    return ProxySettings(
+        api_keys=SecretStr(",".join(f"{scopes}:{name}-key" for name, scopes in KEYS.items())),
+        database_url=f"sqlite:///{tmp_path / 'proxy.db'}",
+        prefect_retries=0,
+    )
+
+
+@pytest.fixture
+def make_client(
+    settings: Settings, empty_gcs: str, refused_port: int, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[MakeClient]:
+    """``make_client(proxy_settings)``: the app on a TestClient, lifespan included."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", empty_gcs)
+    monkeypatch.setattr(proxy_app, "publish_model", lambda *args, **kwargs: "message-1")
+    api_url = f"http://127.0.0.1:{refused_port}/api"
+    with temporary_settings({PREFECT_API_URL: api_url}):
+
+        def make(proxy_settings: ProxySettings) -> TestClient:
+            return TestClient(create_app(settings, proxy_settings))
+
+        yield make
+
+
+@pytest.fixture
+def client(make_client: MakeClient, proxy_settings: ProxySettings) -> Iterator[TestClient]:
+    with make_client(proxy_settings) as client:
+        assert str(client.app.state.prefect.api_url).startswith("http://127.0.0.1:")
+        yield client
+
+
+@pytest.fixture
+def body(nas_root: Path) -> dict[str, object]:
+    return {
+        "request_id": "r1",
+        "hand_id": "h1",
+        "nas_video_path": str(nas_root / "day1.mp4"),
+        "start_seconds": 1,
+        "end_seconds": 2.5,
+    }
+
+
+def _post(client: TestClient, content: bytes, key: str | None = "m6"):
+    headers = {"Content-Type": "application/json", **(_auth(key) if key else {})}
+    return client.post("/v1/clip/request", content=content, headers=headers)
+
+
+DEEP = b"[" * 5000 + b"]" * 5000
+BAD_BODIES = {
+    "malformed JSON": (b'{"hand_id": ', "JSON decode error"),
+    "invalid UTF-8": (b'{"hand_id": "\xff\xfe"}', "body: not valid UTF-8"),
+    "5,000-digit number": (b'{"start_seconds": ' + b"7" * 5000 + b"}", "not valid JSON"),
+    "5,000-digit fraction": (b'{"start_seconds": 0.' + b"7" * 5000 + b"}", "body.hand_id"),
+    "nested 5,000 deep": (DEEP, "body: nested too deeply"),
+    "a field nested 5,000 deep": (b'{"hand_id": ' + DEEP + b"}", "nested too deeply"),
+    "a list, not an object": (b"[1, 2]", "valid dictionary"),
+    "a lone surrogate in the path": (
+        b'{"hand_id": "h", "nas_video_path": "/nas/\\ud800", "start_seconds": 1, "end_seconds": 2}',
+        "body.nas_video_path",
+    ),
+    "an infinite time": (b'{"start_seconds": 1e400}', "finite number"),
+}
+
+
+@pytest.mark.parametrize(("content", "problem"), BAD_BODIES.values(), ids=BAD_BODIES.keys())
+def test_every_bad_body_is_422_with_a_readable_detail(
+    client: TestClient, content: bytes, problem: str
+) -> None:
+    answer = _post(client, content)
+    assert answer.status_code == 422, answer.text
+    assert problem in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("content", [body for body, _ in BAD_BODIES.values()], ids=BAD_BODIES)
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [(None, 401), ("unknown", 401), ("admin", 403)],
+    ids=["none", "unknown", "scope"],
+)
+def test_the_key_is_checked_before_the_body(
+    client: TestClient, content: bytes, key: str | None, code: int
+) -> None:
+    answer = _post(client, content, key)
+    assert answer.status_code == code, answer.text
+    assert "body" not in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("lax", ["2", True, False])
+def test_times_must_be_json_numbers(client: TestClient, body: dict, lax: object) -> None:
+    answer = client.post("/v1/clip/request", json={**body, "end_seconds": lax}, headers=_auth("m6"))
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == "body.end_seconds: Input should be a valid number"
+
+
+def test_a_caller_sees_only_its_own_requests_and_an_admin_every_one(
+    client: TestClient, body: dict
+) -> None:
+    assert client.post("/v1/clip/request", json=body, headers=_auth("m6")).status_code == 202
+    mine = client.get("/v1/clip/r1/status", headers=_auth("m6"))
+    theirs = client.get("/v1/clip/r1/status", headers=_auth("partner"))
+    never = client.get("/v1/clip/never-asked/status", headers=_auth("partner"))
+    everyone = client.get("/v1/clip/r1/status", headers=_auth("operator"))
+    # 503: the owner and the admin got past the owner check to Prefect, which is down here.
+    assert (mine.status_code, everyone.status_code) == (503, 503)
+    assert theirs.status_code == 404
+    assert theirs.json() == {"detail": "no clip request 'r1'"}
+    assert never.status_code == 404
+
+
+def test_another_caller_cannot_repeat_a_request(client: TestClient, body: dict) -> None:
+    assert client.post("/v1/clip/request", json=body, headers=_auth("m6")).status_code == 202
+    again = client.post("/v1/clip/request", json=body, headers=_auth("m6"))
+    assert again.status_code == 202
+    refused = client.post("/v1/clip/request", json=body, headers=_auth("partner"))
+    assert refused.status_code == 409
+    assert refused.json() == {"detail": "request_id was already used for a different request"}
+
+
+DOCS = ["/docs", "/redoc", "/openapi.json"]
+
+
+def test_the_api_docs_are_off_by_default(client: TestClient) -> None:
+    assert [client.get(path).status_code for path in DOCS] == [404, 404, 404]
+
+
+def test_the_api_docs_are_served_when_enabled(
+    make_client: MakeClient, proxy_settings: ProxySettings
+) -> None:
+    enabled = proxy_settings.model_copy(update={"docs_enabled": True})
+    with make_client(enabled) as client:
+        assert [client.get(path).status_code for path in DOCS] == [200, 200, 200]
+        assert client.get("/openapi.json").json() == client.app.openapi()
+
+
+READ_TIMEOUT_S = 0.5
+
+
+@pytest.fixture
+def served(settings: Settings, proxy_settings: ProxySettings) -> Iterator[int]:
+    """The app on uvicorn, loopback, without its lifespan (the body limits answer first)."""
+    short = proxy_settings.model_copy(update={"body_read_timeout_seconds": READ_TIMEOUT_S})
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        server = _server(create_app(settings, short))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+        thread.start()
+        try:
+            _wait_until_started(server, thread)
+            yield sock.getsockname()[1]
+        finally:
+            server.should_exit = True
+            thread.join()
+
+
+def _server(app: FastAPI) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+
+
+def _wait_until_started(server: uvicorn.Server, thread: threading.Thread) -> None:
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped before it started"
+        time.sleep(0.01)
+
+
+def test_a_partial_body_is_408_and_the_connection_closed(served: int) -> None:
+    with socket.create_connection(("127.0.0.1", served)) as connection:
+        connection.sendall(
+            b"POST /v1/clip/request HTTP/1.1\r\nHost: proxy\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            b'{"hand_id": '
+        )
+        # Generous: only bounds the wait should the server never answer.
+        connection.settimeout(READ_TIMEOUT_S * 20 + 10)
+        answer = b""
+        while chunk := connection.recv(65536):  # b"" once the server closed it
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"did not arrive within 0.5 s" in answer
+
+
+def test_a_path_with_cr_lf_cannot_forge_a_log_line(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = client.get("/v1/clip/x%0D%0AFORGED%20line/status", headers=_auth("operator"))
+    assert answer.status_code == 503  # logged: Prefect is unreachable
+    logged = [record.getMessage() for record in caplog.records if record.name == "clipping.proxy"]
+    assert any("FORGED" in message for message in logged)
+    assert not any("\n" in message or "\r" in message for message in logged)
+
+
+def test_openapi_yaml_is_the_apps_schema(settings: Settings, proxy_settings: ProxySettings) -> None:
+    assert OPENAPI_FILE.read_text() == openapi_yaml(create_app(settings, proxy_settings)), (
+        "regenerate: python -m proxy.openapi > openapi.yaml"
+    )
