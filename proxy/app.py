@@ -30,6 +30,7 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -47,13 +48,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from clipping import drain
 from clipping.messages import ClipState, ClipStatusReport, NewClipRequest, describe_problems
 from clipping.outcomes import RequestOutcomes
-from clipping.pubsub import publish_model
+from clipping.pubsub import publish_data, publish_model
 from clipping.settings import Settings, get_settings
 from proxy.accepted import AcceptedRequests, RequestIdConflict
 from proxy.access import Caller, RequireScope, refusal_of
 from proxy.agents import AgentReport, AgentStatus, UnknownAgent, agent_report, agent_reports
 from proxy.auth import ApiKeys, Scope
 from proxy.limits import BodyLimits, RateLimiter
+from proxy.reconcile import Reconciler, reconcile_forever
 from proxy.settings import ProxySettings, get_proxy_settings
 from proxy.status import find_run, report_for_run, report_of_outcome
 
@@ -114,7 +116,14 @@ def create_app(
         app.state.outcomes = RequestOutcomes.from_settings(settings)
         async with get_client() as prefect:
             app.state.prefect = prefect
+            reconciling = asyncio.create_task(
+                reconcile_forever(
+                    _reconciler(app, settings, proxy_settings, prefect_settings),
+                    timedelta(seconds=proxy_settings.reconcile_seconds),
+                )
+            )
             yield
+            reconciling.cancel()
         app.state.accepted.close()
 
     docs = proxy_settings.docs_enabled
@@ -313,6 +322,32 @@ async def _backend_unreachable(request: Request, error: Exception) -> JSONRespon
     return JSONResponse(
         {"detail": "the orchestrator is unreachable; retry later"},
         status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
+def _reconciler(
+    app: FastAPI, settings: Settings, proxy_settings: ProxySettings, prefect_settings: Any
+) -> Reconciler:
+    async def has_run(request_id: str) -> bool:
+        with SettingsContext(profile=app.state.profile, settings=prefect_settings):
+            return await find_run(app.state.prefect, request_id) is not None
+
+    async def publish(request_id: str, body: bytes) -> None:
+        await asyncio.to_thread(
+            publish_data,
+            settings.topic_path(settings.requests_topic),
+            body,
+            timeout=proxy_settings.publish_timeout_seconds,
+            request_id=request_id,
+        )
+
+    return Reconciler(
+        app.state.accepted,
+        app.state.outcomes,
+        has_run,
+        publish,
+        unstarted_after=timedelta(seconds=proxy_settings.unstarted_seconds),
+        max_publications=proxy_settings.max_publications,
     )
 
 

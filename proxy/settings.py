@@ -47,6 +47,23 @@ class ProxySettings(BaseSettings):
         description="Serve /docs, /redoc and /openapi.json (off in production: openapi.yaml "
         "is the published schema).",
     )
+    reconcile_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often accepted requests that have no run are looked at (proxy.reconcile).",
+    )
+    unstarted_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="An accepted request with no run this long after its publication is "
+        "published again.",
+    )
+    max_publications: int = Field(
+        default=3,
+        gt=0,
+        description="Publications of a request that never gets a run before it is failed "
+        "with the reason.",
+    )
     requests_per_minute: float = Field(
         default=600.0, gt=0, description="Clip requests per minute per key (else 429)."
     )
