@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo up down status test lint clean
+.PHONY: install demo up down status test check lint clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ status: $(STAMP)
 test: $(STAMP)  ## the whole suite: unit tests and the end-to-end test on its own stack
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+check: $(STAMP)  ## the inner loop: lint and every test that starts no stack
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -m "not e2e"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

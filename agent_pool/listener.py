@@ -38,6 +38,7 @@ from google.cloud.pubsub_v1 import SubscriberClient
 from google.cloud.pubsub_v1.types import FlowControl
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -118,21 +119,26 @@ class RequestListener:
             self._retry_or_park(message, request, f"{type(error).__name__}: {error}")
 
     def _start(self, message: Message, request: ClipRequest) -> None:
-        if (outcome := self.outcomes.read(request.request_id)) is not None:
-            logger.info(
-                "request %s already ended as %s; message dropped",
-                request.request_id,
-                outcome.status,
-            )
-            message.ack()
-            return
-        if self._create_run(request) != _parameters(request):
+        outcome = self.outcomes.read(request.request_id)
+        if outcome is None:
+            parameters: dict[str, Any] | None = self._create_run(request)
+        else:
+            # Ended already: a redelivery of the same request, or a reuse of its id.
+            run = self._run_of(request.request_id)
+            parameters = run.parameters if run else None
+        if parameters is not None and parameters != _parameters(request):
             self._park(
                 message,
                 f"request_id {request.request_id} was already used for a different request",
                 request.request_id,
             )
             return
+        if outcome is not None:
+            logger.info(
+                "request %s already ended as %s; message dropped",
+                request.request_id,
+                outcome.status,
+            )
         message.ack()
 
     def _create_run(self, request: ClipRequest) -> dict[str, Any]:
@@ -166,16 +172,16 @@ class RequestListener:
         message.ack()
 
     def _is_taken(self, request_id: str) -> bool:
-        if self.outcomes.read(request_id) is not None:
-            return True
-        return bool(
-            self.prefect.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    idempotency_key=FlowRunFilterIdempotencyKey(any_=[request_id])
-                ),
-                limit=1,
-            )
+        return self.outcomes.read(request_id) is not None or self._run_of(request_id) is not None
+
+    def _run_of(self, request_id: str) -> FlowRun | None:
+        runs = self.prefect.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                idempotency_key=FlowRunFilterIdempotencyKey(any_=[request_id])
+            ),
+            limit=1,
         )
+        return runs[0] if runs else None
 
     def _retry_or_park(self, message: Message, request: ClipRequest | None, error: str) -> None:
         """Nack after a backoff; park the message once it has been delivered too often."""
@@ -216,14 +222,7 @@ class RequestListener:
         try:
             self._publish_dead_letter(self._dead_letter_topic, message.data, **attributes)
             if failed is not None:
-                self.outcomes.settle(
-                    ClipCompletion(
-                        request_id=failed.request_id,
-                        hand_id=failed.hand_id,
-                        status=ClipState.FAILED,
-                        reason=reason,
-                    )
-                )
+                self.outcomes.fail(failed.request_id, failed.hand_id, reason)
         except Exception:
             logger.exception("request %s: could not park it; nacked", request_id or "-")
             message.nack()

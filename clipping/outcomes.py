@@ -104,6 +104,14 @@ class RequestOutcomes:
         )
         return completion
 
+    def fail(self, request_id: str, hand_id: str | None, reason: str) -> ClipCompletion:
+        """Settle a request that never became a clip as ``failed`` with ``reason``."""
+        return self.settle(
+            ClipCompletion(
+                request_id=request_id, hand_id=hand_id, status=ClipState.FAILED, reason=reason
+            )
+        )
+
     def _claim(self, request_id: str) -> Blob | None:
         """The claim, once this writer holds it; None when another writer recorded the outcome.
 

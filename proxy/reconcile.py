@@ -15,7 +15,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from clipping.messages import ClipCompletion, ClipState
 from clipping.outcomes import RequestOutcomes
 from proxy.accepted import AcceptedRequests, Unstarted
 
@@ -70,14 +69,7 @@ class Reconciler:
             f"{pending.publications} publications, {self._unstarted_after} apart"
         )
         logger.error("request %s failed: %s", pending.request_id, reason)
-        self._outcomes.settle(
-            ClipCompletion(
-                request_id=pending.request_id,
-                hand_id=pending.hand_id,
-                status=ClipState.FAILED,
-                reason=reason,
-            )
-        )
+        self._outcomes.fail(pending.request_id, pending.hand_id, reason)
 
 
 async def reconcile_forever(

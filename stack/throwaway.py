@@ -1,7 +1,6 @@
 """Stacks of their own for benchmarks and tests: free ports, a temporary directory and, for
 the production shape, a throwaway PostgreSQL database."""
 
-import os
 import signal
 import sys
 import tempfile
@@ -33,12 +32,10 @@ def on_database(config: StackConfig, database: str) -> Iterator[StackConfig]:
 def bench_stack(name: str, database: str) -> Iterator[Stack]:
     """A whole stack, up inside the block, always down (and its database dropped) after.
 
-    SIGTERM (a timeout, an operator) still unwinds it. Pub/Sub is the fallback emulator:
-    the official one loses a subscription's messages after a listener restart
-    (tests/test_pubsub_emulators.py).
+    SIGTERM (a timeout, an operator) still unwinds it. Pub/Sub is the default emulator
+    (``CLIPPING_PUBSUB_EMULATOR``), so a bench measures what ``make up`` runs.
     """
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    os.environ["CLIPPING_PUBSUB_EMULATOR"] = "fallback"
     with (
         tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as state,
         on_database(StackConfig.on_free_ports(Path(state)), database) as config,

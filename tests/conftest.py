@@ -25,3 +25,15 @@ def settings(nas_root: Path) -> Settings:
 
 
 pytest_plugins = ["tests.live_stack", "tests.gcs_emulator"]
+
+
+@pytest.fixture
+def request_body(nas_root: Path) -> dict[str, object]:
+    """A valid clip request as M6 sends it (the recording need not exist)."""
+    return {
+        "request_id": "r1",
+        "hand_id": "h1",
+        "nas_video_path": str(nas_root / "day1.mp4"),
+        "start_seconds": 1.0,
+        "end_seconds": 2.5,
+    }

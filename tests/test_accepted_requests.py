@@ -25,17 +25,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         drop_database(name)
 
 
-@pytest.fixture
-def request_body(nas_root: Path) -> dict[str, object]:
-    return {
-        "request_id": "r1",
-        "hand_id": "h1",
-        "nas_video_path": str(nas_root / "a.mp4"),
-        "start_seconds": 1.0,
-        "end_seconds": 2.0,
-    }
-
-
 def test_accepts_once_then_recognises_the_same_request(
     database_url: str, request_body: dict[str, object]
 ) -> None:

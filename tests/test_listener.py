@@ -184,6 +184,17 @@ def test_a_reused_id_with_another_body_is_parked_not_announced(harness: Harness)
     assert harness.prefect.runs["req-1"].parameters["request"]["end_seconds"] == 3.0
 
 
+def test_a_reused_id_after_its_clip_ended_is_parked_not_dropped(harness: Harness) -> None:
+    harness.handle(harness.body())
+    harness.outcomes.settle(ClipCompletion(request_id="req-1", status=ClipState.COMPLETED))
+    assert harness.handle(harness.body()).answers == ["ack"]
+    assert harness.parked == []
+    assert harness.handle(harness.body(end_seconds=4.0)).answers == ["ack"]
+    (parked,) = harness.parked
+    assert "already used for a different request" in parked["reason"]
+    assert len(harness.announced) == 1
+
+
 def test_a_redelivered_request_that_already_ended_is_dropped(harness: Harness) -> None:
     harness.outcomes.settle(ClipCompletion(request_id="req-1", status=ClipState.FAILED))
     assert harness.handle(harness.body()).answers == ["ack"]

@@ -106,17 +106,6 @@ def client(make_client: MakeClient, proxy_settings: ProxySettings) -> Iterator[T
         yield client
 
 
-@pytest.fixture
-def body(nas_root: Path) -> dict[str, object]:
-    return {
-        "request_id": "r1",
-        "hand_id": "h1",
-        "nas_video_path": str(nas_root / "day1.mp4"),
-        "start_seconds": 1,
-        "end_seconds": 2.5,
-    }
-
-
 def _post(client: TestClient, content: bytes, key: str | None = "m6"):
     headers = {"Content-Type": "application/json", **(_auth(key) if key else {})}
     return client.post("/v1/clip/request", content=content, headers=headers)
@@ -163,16 +152,20 @@ def test_the_key_is_checked_before_the_body(
 
 
 @pytest.mark.parametrize("lax", ["2", True, False])
-def test_times_must_be_json_numbers(client: TestClient, body: dict, lax: object) -> None:
-    answer = client.post("/v1/clip/request", json={**body, "end_seconds": lax}, headers=_auth("m6"))
+def test_times_must_be_json_numbers(client: TestClient, request_body: dict, lax: object) -> None:
+    answer = client.post(
+        "/v1/clip/request", json={**request_body, "end_seconds": lax}, headers=_auth("m6")
+    )
     assert answer.status_code == 422
     assert answer.json()["detail"] == "body.end_seconds: Input should be a valid number"
 
 
 def test_a_caller_sees_only_its_own_requests_and_an_admin_every_one(
-    client: TestClient, body: dict
+    client: TestClient, request_body: dict
 ) -> None:
-    assert client.post("/v1/clip/request", json=body, headers=_auth("m6")).status_code == 202
+    assert (
+        client.post("/v1/clip/request", json=request_body, headers=_auth("m6")).status_code == 202
+    )
     mine = client.get("/v1/clip/r1/status", headers=_auth("m6"))
     theirs = client.get("/v1/clip/r1/status", headers=_auth("partner"))
     never = client.get("/v1/clip/never-asked/status", headers=_auth("partner"))
@@ -184,11 +177,13 @@ def test_a_caller_sees_only_its_own_requests_and_an_admin_every_one(
     assert never.status_code == 404
 
 
-def test_another_caller_cannot_repeat_a_request(client: TestClient, body: dict) -> None:
-    assert client.post("/v1/clip/request", json=body, headers=_auth("m6")).status_code == 202
-    again = client.post("/v1/clip/request", json=body, headers=_auth("m6"))
+def test_another_caller_cannot_repeat_a_request(client: TestClient, request_body: dict) -> None:
+    assert (
+        client.post("/v1/clip/request", json=request_body, headers=_auth("m6")).status_code == 202
+    )
+    again = client.post("/v1/clip/request", json=request_body, headers=_auth("m6"))
     assert again.status_code == 202
-    refused = client.post("/v1/clip/request", json=body, headers=_auth("partner"))
+    refused = client.post("/v1/clip/request", json=request_body, headers=_auth("partner"))
     assert refused.status_code == 409
     assert refused.json() == {"detail": "request_id was already used for a different request"}
 
