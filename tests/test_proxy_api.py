@@ -259,9 +259,20 @@ def drained(admin_proxy: httpx.Client, agent_id: str) -> Iterator[dict]:
     try:
         yield answer.json()
     finally:
-        resumed = admin_proxy.post(f"/v1/admin/agents/{agent_id}/resume")
+        resumed = _post_until_not_503(admin_proxy, f"/v1/admin/agents/{agent_id}/resume")
         assert resumed.status_code == 200, resumed.text
         assert resumed.json()["status"] == "online"
+
+
+def _post_until_not_503(client: httpx.Client, path: str, attempts: int = 5) -> httpx.Response:
+    """POST as a caller told "retry later" does: a loaded SQLite-backed Prefect server
+    answers the proxy 503 ("database is locked") now and then."""
+    for _ in range(attempts - 1):
+        answer = client.post(path)
+        if answer.status_code != 503:
+            return answer
+        time.sleep(1.0)
+    return client.post(path)
 
 
 def _wait_for_run_on(admin_proxy: httpx.Client, agent_id: str, request_id: str) -> None:
