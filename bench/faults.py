@@ -77,9 +77,9 @@ def run(stack: Stack, args: argparse.Namespace) -> dict:
     recording = ensure_sample_recording(
         stack.config.nas_root / "recordings" / "bench.mp4", seconds=20, size="320x240"
     )
-    requests = [_request(recording, f"bench-{n:04d}", 2.0, 6.0) for n in range(args.requests)]
+    requests = [_request(recording, f"bench-{n:04d}") for n in range(args.requests)]
     # Valid JSON with a well-formed id that the model refuses (start after end).
-    invalid = [_request(recording, f"bad-{n:04d}", 2.0, 6.0) for n in range(args.invalid)]
+    invalid = [_request(recording, f"bad-{n:04d}") for n in range(args.invalid)]
     invalid_bodies = [
         json.dumps({**request.model_dump(mode="json"), "start_seconds": 9.0}).encode()
         for request in invalid
@@ -89,7 +89,7 @@ def run(stack: Stack, args: argparse.Namespace) -> dict:
     topic = settings.topic_path(settings.requests_topic)
     watch = ListenerWatch(stack)
     faults = [
-        ("listener killed", lambda: watch.planned_restart()),
+        ("listener killed", watch.planned_restart),
         ("worker killed", lambda: _restart(stack, stack.config.workers[0])),
         ("flow process killed", lambda: _kill_a_flow_process(stack)),
         ("pubsub emulator killed", lambda: _restart(stack, "pubsub-emulator")),
@@ -155,13 +155,13 @@ def run(stack: Stack, args: argparse.Namespace) -> dict:
 POISON = b'{"request_id":"poison-1","hand_id":' + b"[" * 5000 + b"]" * 5000 + b"}"
 
 
-def _request(recording: Path, request_id: str, start: float, end: float) -> ClipRequest:
+def _request(recording: Path, request_id: str) -> ClipRequest:
     return ClipRequest(
         request_id=request_id,
         hand_id=f"hand-{request_id}",
         nas_video_path=str(recording),
-        start_seconds=start,
-        end_seconds=end,
+        start_seconds=2.0,
+        end_seconds=6.0,
         mode=ClipMode.COPY,
     )
 
