@@ -116,10 +116,15 @@ class ClipOutcome(BaseModel):
     cut_start_seconds: float | None = None
     cut_end_seconds: float | None = None
     clamped: bool | None = Field(
-        default=None, description="The requested end was past the recording's end."
+        default=None,
+        description="The requested end was past the recording's end (``reason`` says where "
+        "it ends).",
     )
     mode: ClipMode | None = None
-    reason: str | None = None
+    reason: str | None = Field(
+        default=None,
+        description="Why a request failed or was rejected, or why a completed clip is clamped.",
+    )
     agent_id: str | None = None
     flow_run_id: str | None = None
 
@@ -139,6 +144,11 @@ class ClipStatusReport(ClipOutcome):
     request_id: str
     status: ClipState
     progress: float | None = Field(default=None, description="Percent of the cut done.")
+    phase: str | None = Field(
+        default=None,
+        description="What a processing run is doing, e.g. waiting for a recording still being "
+        "written to reach the clip's end.",
+    )
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -30,6 +30,7 @@ class UploadedClip(BaseModel):
     start_seconds: float
     end_seconds: float
     clamped: bool
+    clamp_reason: str | None = None
     mode: ClipMode
 
 

@@ -78,6 +78,23 @@ class Settings(BaseSettings):
         "interrupted chunk.",
     )
     signed_url_ttl: timedelta = MAX_SIGNED_URL_TTL
+    live_wait_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest a clip waits for a recording still being written to reach the "
+        "clip's end; then it fails, saying how far the recording got.",
+    )
+    live_idle_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A recording whose size and mtime have not changed for this long is "
+        "finished: a range past its end is clamped to its last decodable frame.",
+    )
+    live_poll_seconds: float = Field(
+        default=0.2,
+        gt=0,
+        description="How often a waiting clip looks again at a recording being written.",
+    )
     work_dir: Path | None = Field(
         default=None, description="Parent of per-run scratch directories (default: system temp)."
     )

@@ -22,6 +22,7 @@ from cutting.copy import stream_copy
 from cutting.errors import CutError, SourceUnavailable
 from cutting.mux import write_mp4
 from cutting.probe import MediaInfo, describe, keyframes_around, open_media, to_ticks
+from cutting.recorded import LiveWait, wait_until_recorded
 from cutting.smart import VideoMode, cut_video
 from cutting.verify import verify_clip
 
@@ -38,7 +39,8 @@ class CutClip:
 
     ``start_seconds``/``end_seconds`` are recording times of its first frame and of its end
     (``copy`` starts at a keyframe at or before the requested start and may end a few
-    frames late). ``clamped`` tells that the requested end was past the recording's end.
+    frames late). ``clamp_reason`` (and ``clamped``) tells that the requested end was past
+    the recording's end, and where it really ends.
     ``first_frame_seconds`` is the clip's first frame timestamp (0: plays from its start).
     """
 
@@ -48,9 +50,13 @@ class CutClip:
     start_seconds: float
     end_seconds: float
     mode: ClipMode
-    clamped: bool
+    clamp_reason: str | None
     first_frame_seconds: float
     reencoded_frames: int
+
+    @property
+    def clamped(self) -> bool:
+        return self.clamp_reason is not None
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,6 @@ class _Written:
     start_seconds: float
     shortest_seconds: float
     longest_seconds: float
-    checkpoints: list[float]
     reencoded_frames: int
 
 
@@ -72,16 +77,21 @@ def cut_clip(
     output: Path,
     *,
     on_progress: Callable[[float], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
     max_clip_seconds: float | None = None,
     nas_roots: Iterable[Path] | None = None,
+    live: LiveWait | None = None,
 ) -> CutClip:
     """Cut ``[start, end)`` seconds of ``source`` into ``output`` (MP4) and verify it.
 
     ``source`` is opened once, and the opened file must be a regular file inside
     ``nas_roots`` (default: the settings' roots); every reader reads that open file, never
-    the name again (a name can be swapped for a symlink at any time). An ``end`` past the
-    source is clamped (``CutClip.clamped``). ``on_progress`` receives 0..100. Every
-    failure raises ``CutError`` with a reason for the requester.
+    the name again (a name can be swapped for a symlink at any time). A range not yet
+    recorded is waited for while the recording is being written (``cutting.recorded``,
+    ``live``: default from the settings; ``on_phase`` is told what it waits for). An
+    ``end`` past a finished recording is clamped to its last decodable frame
+    (``CutClip.clamp_reason``). ``on_progress`` receives 0..100. Every failure raises
+    ``CutError`` with a reason for the requester.
     """
     settings = get_settings()
     longest = settings.max_clip_seconds if max_clip_seconds is None else max_clip_seconds
@@ -89,30 +99,24 @@ def cut_clip(
     report = on_progress or (lambda _percent: None)
     report(0.0)
     roots = settings.nas_roots if nas_roots is None else nas_roots
-    with (
-        _opened(source, roots) as recording,
-        open_media(recording.path, recording.name) as container,
-    ):
-        info = describe(container, recording.name)
-        if start >= info.duration_seconds:
-            raise CutError(
-                f"start {start:.3f}s is at or past the end of the recording "
-                f"({info.duration_seconds:.3f}s)"
-            )
-        clamped = end > info.duration_seconds
-        end = min(end, info.duration_seconds)
-        audio_tracks = len(container.streams.audio)
-        if mode is ClipMode.COPY:
-            written = _copy(container, info, recording, start, end, output)
-        else:
-            written = _exact(container, info, recording.path, start, end, mode, output, report)
+    with _opened(source, roots) as recording:
+        recorded = wait_until_recorded(
+            recording, start, end, live or _live_wait(), on_phase or (lambda _phase: None)
+        )
+        end = recorded.end_seconds
+        with open_media(recording.path, recording.name) as container:
+            info = describe(container, recording.name)
+            audio_tracks = len(container.streams.audio)
+            if mode is ClipMode.COPY:
+                written = _copy(container, info, recording, start, end, output)
+            else:
+                written = _exact(container, info, recording.path, start, end, mode, output, report)
     try:
         verification = verify_clip(
             output,
             shortest_seconds=written.shortest_seconds,
             longest_seconds=written.longest_seconds,
             audio_tracks=audio_tracks,
-            checkpoints=written.checkpoints,
         )
     except CutError:
         output.unlink(missing_ok=True)
@@ -125,9 +129,18 @@ def cut_clip(
         start_seconds=written.start_seconds,
         end_seconds=written.start_seconds + verification.duration_seconds,
         mode=mode,
-        clamped=clamped,
+        clamp_reason=recorded.clamp_reason,
         first_frame_seconds=verification.first_frame_seconds,
         reencoded_frames=written.reencoded_frames,
+    )
+
+
+def _live_wait() -> LiveWait:
+    settings = get_settings()
+    return LiveWait(
+        wait_seconds=settings.live_wait_seconds,
+        idle_seconds=settings.live_idle_seconds,
+        poll_seconds=settings.live_poll_seconds,
     )
 
 
@@ -170,7 +183,6 @@ def _copy(
         start_seconds=keyframe,
         shortest_seconds=end - keyframe - frame,
         longest_seconds=end - keyframe + _COPY_LATE_FRAMES * frame,
-        checkpoints=[],
         reencoded_frames=0,
     )
 
@@ -199,14 +211,12 @@ def _exact(
     write_mp4(output, video, list(container.streams.audio), source, end)
     assert video.first_pts is not None and video.end_pts is not None
     time_base: Fraction = stream.time_base
-    first = float(video.first_pts * time_base)
     expected = float((video.end_pts - video.first_pts) * time_base)
     half_frame = _frame_seconds(stream) / 2
     return _Written(
         start_seconds=video.first_seconds(),
         shortest_seconds=expected - half_frame,
         longest_seconds=expected + half_frame,
-        checkpoints=[float(pts * time_base) - first for pts in video.joins],
         reencoded_frames=video.head_frames + video.tail_frames,
     )
 

@@ -10,11 +10,14 @@ LogEntry = tuple[int, str, str]
 
 @contextmanager
 def ffmpeg_errors() -> Iterator[list[LogEntry]]:
-    """Collect FFmpeg messages of level ERROR and worse logged (by this thread) inside the block."""
+    """Collect FFmpeg messages of level ERROR and worse logged inside the block, by any thread.
+
+    Every thread: frame-threaded decoders report errors from their worker threads.
+    """
     level = av.logging.get_level()
     av.logging.set_level(av.logging.ERROR)
     try:
-        with av.logging.Capture() as logs:
+        with av.logging.Capture(local=False) as logs:
             yield logs
     finally:
         av.logging.set_level(level)

@@ -5,6 +5,7 @@ player shows it: a source's first timestamp (non-zero in MPEG-TS) is its origin.
 """
 
 import itertools
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,13 +18,15 @@ import av.stream
 
 from cutting.errors import CutError
 
+# An MP4's top level has a handful of boxes; more is not an MP4 worth scanning further.
+_MAX_TOP_LEVEL_BOXES = 64
 # How far before a target to seek when the demuxer lands after it (MPEG-TS overshoots).
 _SEEK_BACK_OFFS = (0.0, 2.0, 8.0, 32.0, 128.0)
 
 
 @dataclass(frozen=True)
 class MediaInfo:
-    duration_seconds: float
+    duration_seconds: float | None
     origin_seconds: float
     format_name: str
     video_codec: str | None
@@ -41,41 +44,93 @@ class KeyframesNear:
     after: float | None
 
 
+class NotFinalized(CutError):
+    """An MP4 whose index (``moov``) is not written yet: it cannot be read while recording."""
+
+
 @contextmanager
 def open_media(path: Path, name: str | None = None) -> Iterator[av.container.InputContainer]:
+    """``open_container`` as a context manager that closes it."""
+    with open_container(path, name) as container:
+        yield container
+
+
+def open_container(path: Path, name: str | None = None) -> av.container.InputContainer:
     """Open ``path`` for demuxing; ``CutError`` when it is missing, unreadable or not media.
 
     ``name`` is the recording's name in messages (``path`` may be a ``/proc/self/fd`` link).
     """
     name = name or str(path)
+    if path.is_dir():
+        raise CutError(f"source recording is not a regular file: {name}")
     if not path.is_file():
         raise CutError(f"source recording not found: {name}")
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        return av.open(str(path), metadata_errors="ignore")
     except PermissionError as exc:
         raise CutError(f"source recording is not readable (permission denied): {name}") from exc
     except (av.FFmpegError, UnicodeDecodeError) as exc:
+        if _mp4_without_index(path):
+            raise NotFinalized(
+                f"source recording is not finalized (an MP4 without its moov index): {name}; "
+                "record to TS, MKV or fragmented MP4 to clip while recording"
+            ) from exc
         raise CutError(f"source is not a readable video file: {name} ({exc})") from exc
-    with container:
-        yield container
+
+
+def _mp4_without_index(path: Path) -> bool:
+    """An ISO media file (``ftyp`` first) whose top-level boxes hold no ``moov``."""
+    with path.open("rb") as file:
+        boxes = []
+        while len(boxes) < _MAX_TOP_LEVEL_BOXES:
+            header = file.read(8)
+            if len(header) < 8:
+                break
+            size, kind = int.from_bytes(header[:4]), header[4:]
+            if size == 1:
+                size = int.from_bytes(file.read(8))
+                file.seek(size - 16, os.SEEK_CUR)
+            elif size == 0:
+                boxes.append(kind)
+                break
+            elif size < 8:
+                break
+            else:
+                file.seek(size - 8, os.SEEK_CUR)
+            boxes.append(kind)
+    return bool(boxes) and boxes[0] == b"ftyp" and b"moov" not in boxes
+
+
+def clock_time(seconds: float) -> str:
+    """``seconds`` of a recording as a player shows it: ``12:31.400``, ``1:02:03.000``."""
+    minutes, rest = divmod(max(seconds, 0.0), 60)
+    hours, minutes = divmod(int(minutes), 60)
+    shown = f"{minutes:02d}:{rest:06.3f}"
+    return f"{hours}:{shown}" if hours else shown.removeprefix("0")
 
 
 def probe(path: Path) -> MediaInfo:
     """Duration and streams of ``path``; ``CutError`` when it is missing or not a video."""
     with open_media(path) as container:
-        return describe(container)
+        info = describe(container)
+    if info.duration_seconds is None:
+        raise CutError(f"source has no known duration: {path}")
+    return info
 
 
 def describe(container: av.container.InputContainer, name: str | None = None) -> MediaInfo:
-    """``probe`` on an open container; ``name`` as in ``open_media``."""
+    """``probe`` on an open container; ``name`` as in ``open_media``.
+
+    The duration is the container's (``None`` when it has none, as a Matroska recording
+    still being written): how much is really recorded is ``cutting.recorded``'s question.
+    """
     name = name or container.name
     if not container.streams.video:
         raise CutError(f"source has no video stream: {name}")
     video = container.streams.video[0]
-    if container.duration is None or container.duration <= 0:
-        raise CutError(f"source has no known duration: {name}")
+    known = container.duration is not None and container.duration > 0
     return MediaInfo(
-        duration_seconds=container.duration / av.time_base,
+        duration_seconds=container.duration / av.time_base if known else None,
         origin_seconds=origin_seconds(container),
         format_name=container.format.name,
         video_codec=video.codec_context.name,

@@ -1,13 +1,11 @@
-"""Check a cut clip before it is shipped: duration, first frame timestamp, decodability.
+"""Check a cut clip before it is shipped: duration, first and last frame, decodability.
 
-The duration and frame count are the MP4 header's (the clip was just written by us).
-
-Decodability is checked where a clip can break: at its start and at every point where the
-bitstream switches between re-encoded and copied video (a few frames after each). Decoder
-errors are collected from FFmpeg's log, and frames it flags as corrupt count too.
+The duration and frame count are the MP4 header's (the clip was just written by us). Every
+packet of every stream is decoded (video with frame threads); decoder errors are collected
+from FFmpeg's log of every thread, and frames it flags as corrupt count too. The first
+video frame must be at 0 and the last must end within the expected bounds too.
 """
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +15,6 @@ import av.logging
 
 from cutting.errors import CutError
 from cutting.logs import ffmpeg_errors
-
-# Frames decoded after each checkpoint: more than any reorder delay, so references resolve.
-_FRAMES_PER_CHECK = 12
 
 
 @dataclass(frozen=True)
@@ -35,16 +30,13 @@ def verify_clip(
     shortest_seconds: float,
     longest_seconds: float,
     audio_tracks: int,
-    checkpoints: Sequence[float] = (),
 ) -> Verification:
-    """Raise ``CutError`` unless ``path`` is a decodable clip of the expected length.
-
-    ``checkpoints`` are clip times where re-encoded and copied video meet.
-    """
+    """Raise ``CutError`` unless ``path`` is a clip of the expected length whose every
+    packet decodes, its video frames from 0 to an end in the same bounds."""
     try:
         with av.open(str(path)) as container:
             expected = (shortest_seconds, longest_seconds)
-            return _verify(container, expected, audio_tracks, checkpoints)
+            return _verify(container, expected, audio_tracks)
     except av.FFmpegError as exc:
         raise CutError(f"the cut clip failed verification: it cannot be read ({exc})") from exc
 
@@ -53,7 +45,6 @@ def _verify(
     container: av.container.InputContainer,
     expected_seconds: tuple[float, float],
     audio_tracks: int,
-    checkpoints: Sequence[float],
 ) -> Verification:
     if not container.streams.video:
         raise CutError("the cut clip failed verification: it has no video")
@@ -73,46 +64,43 @@ def _verify(
             f"the cut clip failed verification: it lasts {duration:.3f}s, "
             f"{shortest:.3f}s to {longest:.3f}s expected"
         )
-    first = _check_decodes(container, [0.0, *checkpoints])
+    first, last_end = _check_decodes(container)
     if abs(first) > frame_seconds / 2:
         raise CutError(
             f"the cut clip failed verification: its first frame is at {first:.3f}s, not 0"
         )
+    if not shortest <= last_end <= longest:
+        raise CutError(
+            f"the cut clip failed verification: its last frame ends at {last_end:.3f}s, "
+            f"{shortest:.3f}s to {longest:.3f}s expected"
+        )
     return Verification(duration_seconds=duration, first_frame_seconds=first, frames=stream.frames)
 
 
-def _check_decodes(container: av.container.InputContainer, checkpoints: Sequence[float]) -> float:
-    """Decode a few frames after each checkpoint; return the first frame's time."""
-    first: float | None = None
+def _check_decodes(container: av.container.InputContainer) -> tuple[float, float]:
+    """Decode every packet of every stream; return the first video frame's time and the end
+    of the last one (its time plus its duration)."""
+    video = container.streams.video[0]
+    video.thread_type = "AUTO"
+    times: list[float] = []
     with ffmpeg_errors() as errors:
-        for checkpoint in checkpoints:
-            try:
-                frames = _frames_after(container, checkpoint)
-            except av.FFmpegError as exc:
-                errors.append((av.logging.ERROR, "verify", str(exc)))
-                continue
-            first = frames[0].time if first is None and frames else first
-            corrupt = [frame.time for frame in frames if frame.is_corrupt]
-            errors.extend(
-                (av.logging.ERROR, "verify", f"corrupt frame at {t:.3f}s") for t in corrupt
-            )
+        try:
+            for packet in container.demux():
+                for frame in packet.decode():
+                    if frame.is_corrupt:
+                        errors.append(
+                            (av.logging.ERROR, "verify", f"corrupt frame at {frame.time}")
+                        )
+                    if packet.stream is video and frame.time is not None:
+                        times.append(frame.time)
+        except av.FFmpegError as exc:
+            errors.append((av.logging.ERROR, "verify", str(exc)))
     if errors:
         detail = errors[0][2].strip()
         raise CutError(
             f"the cut clip failed verification: {len(errors)} decoding errors ({detail})"
         )
-    if first is None:
+    if not times:
         raise CutError("the cut clip failed verification: no frame decodes")
-    return first
-
-
-def _frames_after(container: av.container.InputContainer, checkpoint: float) -> list[av.VideoFrame]:
-    """Frames from the keyframe at or before ``checkpoint`` to a few frames after it."""
-    stream = container.streams.video[0]
-    container.seek(round(checkpoint / stream.time_base), stream=stream, backward=True)
-    frames = []
-    for frame in container.decode(stream):
-        frames.append(frame)
-        if frame.time >= checkpoint and len(frames) > _FRAMES_PER_CHECK:
-            break
-    return frames
+    frame_seconds = float(1 / (video.average_rate or video.guessed_rate))
+    return min(times), max(times) + frame_seconds

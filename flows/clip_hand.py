@@ -45,6 +45,8 @@ from flows.liveness import beating
 from flows.upload import upload_file
 
 POSTER_FILE = "poster.jpg"
+# A wait for a recording being written is shown (and logged) this often.
+PHASE_INTERVAL_SECONDS = 5.0
 
 
 class SignedUrl(BaseModel):
@@ -72,6 +74,7 @@ def cut(request: ClipRequest, scratch: Path) -> CutClip:
         request.mode,
         scratch / "clip.mp4",
         on_progress=progress.update,
+        on_phase=progress.show_phase,
         max_clip_seconds=settings.max_clip_seconds,
     )
     write_poster(clip.path, scratch / POSTER_FILE)
@@ -82,7 +85,7 @@ def cut(request: ClipRequest, scratch: Path) -> CutClip:
         clip.end_seconds,
         clip.duration_seconds,
         clip.size_bytes,
-        ", end clamped to the recording's end" if clip.clamped else "",
+        f"; clamped: {clip.clamp_reason}" if clip.clamp_reason else "",
     )
     return clip
 
@@ -119,17 +122,32 @@ def sign(bucket: ClipBucket, object_names: list[str], ttl: timedelta) -> list[Si
 
 
 class ProgressArtifact:
-    """A Prefect progress artifact for the cut, updated at most every percent and second."""
+    """A Prefect progress artifact for the cut, updated at most every percent and second.
+
+    Its description is the run's phase ("Cutting ..." or what it waits for), which the
+    status API answers as ``phase``.
+    """
 
     def __init__(self, description: str) -> None:
+        self._description = description
         self._id = create_progress_artifact(progress=0.0, description=description)
         self._shown, self._shown_at = 0.0, time.monotonic()
+        self._phase_shown_at = -PHASE_INTERVAL_SECONDS
 
     def update(self, percent: float) -> None:
         now = time.monotonic()
         if percent >= 100.0 or (percent - self._shown >= 1.0 and now - self._shown_at >= 1.0):
-            update_progress_artifact(self._id, min(percent, 100.0))
+            update_progress_artifact(self._id, min(percent, 100.0), self._description)
             self._shown, self._shown_at = percent, now
+
+    def show_phase(self, phase: str) -> None:
+        """Show and log ``phase`` (at most every ``PHASE_INTERVAL_SECONDS``); cutting resumes
+        the plain description with its next progress."""
+        now = time.monotonic()
+        if now - self._phase_shown_at >= PHASE_INTERVAL_SECONDS:
+            update_progress_artifact(self._id, self._shown, phase)
+            get_run_logger().info(phase)
+            self._phase_shown_at = now
 
 
 @task(name="notify", retries=3, retry_delay_seconds=[1, 5, 15])
@@ -217,6 +235,7 @@ def _clip(request: ClipRequest) -> ClipCompletion | State:
         cut_start_seconds=uploaded.start_seconds,
         cut_end_seconds=uploaded.end_seconds,
         clamped=uploaded.clamped,
+        reason=uploaded.clamp_reason,
         mode=uploaded.mode,
         agent_id=os.environ.get("PREFECT__WORKER_NAME"),
         flow_run_id=runtime.flow_run.id,
@@ -262,6 +281,7 @@ def _cut_and_upload(
         start_seconds=clip.start_seconds,
         end_seconds=clip.end_seconds,
         clamped=clip.clamped,
+        clamp_reason=clip.clamp_reason,
         mode=clip.mode,
     )
 
@@ -297,7 +317,7 @@ def _artifact_key(hand_id: str) -> str:
 def _summary(
     request: ClipRequest, completion: ClipCompletion, bucket: ClipBucket, timings: dict[str, float]
 ) -> str:
-    clamped = " (end clamped to the recording)" if completion.clamped else ""
+    clamped = f" ({completion.reason})" if completion.clamped else ""
     timing_rows = "\n".join(f"| {name} | {seconds:.2f} s |" for name, seconds in timings.items())
     return f"""# Clip {request.hand_id}
 

@@ -60,12 +60,12 @@ async def report_for_run(prefect: PrefectClient, request_id: str, run: FlowRun) 
     if state is ClipState.FAILED:
         report.reason = run.state.message if run.state else None
     if state is ClipState.PROCESSING:
-        report.progress = await _progress_of(prefect, run)
+        report.progress, report.phase = await _progress_of(prefect, run)
     return report
 
 
-async def _progress_of(prefect: PrefectClient, run: FlowRun) -> float | None:
-    """The cut's progress (percent) from the run's progress artifact, once it has one."""
+async def _progress_of(prefect: PrefectClient, run: FlowRun) -> tuple[float | None, str | None]:
+    """The cut's progress (percent) and phase from the run's progress artifact, once it has one."""
     artifacts = await prefect.read_artifacts(
         artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]),
@@ -73,4 +73,7 @@ async def _progress_of(prefect: PrefectClient, run: FlowRun) -> float | None:
         ),
         limit=1,
     )
-    return float(artifacts[0].data) if artifacts and artifacts[0].data is not None else None
+    if not artifacts:
+        return None, None
+    progress = artifacts[0]
+    return (None if progress.data is None else float(progress.data)), progress.description
