@@ -5,8 +5,8 @@ not changed for ``CLIPPING_LIVE_IDLE_SECONDS`` (judged from its mtime when first
 by watching it) is finished. Recorders that append and flush as they go (MPEG-TS,
 Matroska, fragmented MP4) can be clipped while they record: a clip whose range is not on
 disk yet waits, looking again every ``CLIPPING_LIVE_POLL_SECONDS``, until the video is
-recorded a few frames past its end (what the cut reads after the end), for at most
-``CLIPPING_LIVE_WAIT_SECONDS``.
+recorded a few frames past its end (what the cut reads after the end) and every audio
+track past it too, for at most ``CLIPPING_LIVE_WAIT_SECONDS``.
 
 What counts as recorded is what decodes: when the video stops before the clip's end (a
 recording that is finished, growing or cut short by a dead writer), the last GOP on disk is
@@ -84,6 +84,45 @@ def recorded_end(container: av.container.InputContainer, wanted_end: float) -> f
     if not gop:
         return 0.0
     return float(_decodable_end(video, gop) * video.time_base) - origin
+
+
+def audio_recorded(container: av.container.InputContainer, wanted_end: float) -> bool:
+    """Whether every audio track has a complete packet at or past ``wanted_end``: one more
+    packet follows it (a fragmented MP4 writes a fragment's video before its sound)."""
+    origin = origin_seconds(container)
+    for stream in container.streams.audio:
+        target = to_ticks(wanted_end + origin, stream.time_base)
+        at_end = False
+        for packet in packets_from(container, stream, target, keyframe=False):
+            if at_end:
+                break
+            at_end = packet.pts >= target
+        else:
+            return False
+    return True
+
+
+def audio_decodable_end(container: av.container.InputContainer, near: float) -> float:
+    """Where the audio tracks' last cleanly decoding packet ends, looking from a second
+    before ``near`` (seconds); ``near`` when no track ends before it."""
+    origin = origin_seconds(container)
+    end = near
+    for stream in container.streams.audio:
+        target = to_ticks(near - 1.0 + origin, stream.time_base)
+        context = stream.codec_context
+        good: int | None = None
+        with ffmpeg_errors() as errors:
+            for packet in packets_from(container, stream, target, keyframe=False):
+                try:
+                    context.decode(packet)
+                except av.FFmpegError:
+                    break
+                if errors:
+                    break
+                good = packet.pts + (packet.duration or 0)
+        if good is not None:
+            end = min(end, float(good * stream.time_base) - origin)
+    return end
 
 
 def _decodable_end(video: av.stream.Stream, gop: list[av.Packet]) -> int:
@@ -176,17 +215,27 @@ def wait_until_recorded(
 def _recorded(recording: OpenRecording, end: float, growth: Growth) -> float | None:
     """``recorded_end`` of a fresh look at the file (0 while a growing file has no header)."""
     try:
-        container = open_container(recording.path, recording.name)
+        return _look(recording, end)
     except NotFinalized:
         raise
     except CutError:
+        # A recorder that has just begun: no header yet, or nothing to seek to.
         if growth.still_written():
             return 0.0
         raise
-    with container:
+
+
+def _look(recording: OpenRecording, end: float) -> float | None:
+    with open_container(recording.path, recording.name) as container:
         if not container.streams.video:
             raise CutError(f"source has no video stream: {recording.name}")
-        return recorded_end(container, end)
+        video_end = recorded_end(container, end)
+        audio_through = audio_recorded(container, end)
+        if video_end is None and audio_through:
+            return None
+        reached = end if video_end is None else video_end
+        # A track may end before the video: a partly written packet of sound is no better.
+        return reached if audio_through else audio_decodable_end(container, reached)
 
 
 def _finished(start: float, end: float, reached: float) -> RecordedRange:

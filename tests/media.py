@@ -48,12 +48,31 @@ def ffmpeg(*args: str) -> None:
 def make_source(directory: Path, spec: SourceSpec) -> Path:
     """Generate ``spec`` in ``directory`` (once) and return its path."""
     path = directory / spec.name
-    if path.exists():
-        return path
+    if not path.exists():
+        ffmpeg(*recording_args(spec), str(path))
+    return path
+
+
+# A recorder that writes as it goes: every packet flushed, MP4 as fragments (one per GOP).
+LIVE_ARGS = ["-flush_packets", "1"]
+LIVE_MP4_ARGS = ["-movflags", "+frag_keyframe+empty_moov+default_base_moof"]
+
+
+def start_recorder(path: Path, spec: SourceSpec) -> subprocess.Popen[bytes]:
+    """Record ``spec`` into ``path`` at real time, as a live recorder does; returns the process."""
+    container_args = LIVE_MP4_ARGS if spec.container == "mp4" else []
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error"]
+    args = recording_args(spec, realtime=True)
+    return subprocess.Popen([*command, "-y", *args, *LIVE_ARGS, *container_args, str(path)])
+
+
+def recording_args(spec: SourceSpec, *, realtime: bool = False) -> list[str]:
+    """ffmpeg arguments generating ``spec`` (inputs, maps and codecs; no output name)."""
     video = f"color=c=black:s={WIDTH}x{HEIGHT}:r={FPS},format=gray,geq=lum='{_CODE}',format=yuv420p"
-    inputs = ["-f", "lavfi", "-i", video]
+    pace = ["-re"] if realtime else []
+    inputs = [*pace, "-f", "lavfi", "-i", video]
     for track in range(spec.audio_tracks):
-        inputs += ["-f", "lavfi", "-i", f"sine=f={440 * (track + 1)}:r=48000"]
+        inputs += [*pace, "-f", "lavfi", "-i", f"sine=f={440 * (track + 1)}:r=48000"]
     maps = [arg for track in range(spec.audio_tracks + 1) for arg in ("-map", f"{track}:0")]
     gop = round(spec.gop_seconds * FPS)
     if spec.codec == "h264":
@@ -65,7 +84,7 @@ def make_source(directory: Path, spec: SourceSpec) -> Path:
         params += f":open-gop={int(spec.open_gop)}:log-level=error"
         video_codec = ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", params]
     offset = ["-output_ts_offset", f"{spec.ts_offset}"] if spec.ts_offset else []
-    ffmpeg(
+    return [
         *inputs,
         *maps,
         "-t",
@@ -76,9 +95,7 @@ def make_source(directory: Path, spec: SourceSpec) -> Path:
         "-b:a",
         "64k",
         *offset,
-        str(path),
-    )
-    return path
+    ]
 
 
 @dataclass(frozen=True)

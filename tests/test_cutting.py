@@ -6,7 +6,6 @@ last the last one before END, with nothing missing, timestamps from 0, audio sta
 the video, and no decoding error anywhere in the clip.
 """
 
-import functools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,22 +15,15 @@ import pytest
 
 from clipping.messages import ClipMode
 from clipping.settings import get_settings
-from cutting import CutClip, CutError, cut_clip, keyframes_near, probe, write_poster
-from cutting.logs import ffmpeg_errors
+from cutting import CutError, cut_clip, keyframes_near, probe, write_poster
 from cutting.verify import verify_clip
-from tests.media import (
-    FPS,
-    DecodedFrame,
-    SourceSpec,
-    decoded_frames,
-    ffmpeg,
-    first_audio_seconds,
-    frame_number,
-    make_source,
+from tests.clip_checks import (
+    FRAME,
+    assert_exact,
+    clean_frames,
+    expected_numbers,
 )
-
-FRAME = 1 / FPS
-AAC_FRAME = 1024 / 48000
+from tests.media import FPS, SourceSpec, ffmpeg, frame_number, make_source
 
 MP4 = SourceSpec()
 INPUT_KINDS = [
@@ -72,51 +64,6 @@ def nas_root_holds_the_test_files(
 @pytest.fixture(scope="session")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("sources")
-
-
-@functools.cache
-def source_frames(path: Path) -> list[DecodedFrame]:
-    """The source's frames with recording times (0 = the container's first timestamp)."""
-    with av.open(str(path)) as container:
-        origin = (container.start_time or 0) / av.time_base
-    return [DecodedFrame(frame.seconds - origin, frame.number) for frame in decoded_frames(path)]
-
-
-def expected_numbers(path: Path, start: float, end: float) -> list[int]:
-    return [frame.number for frame in source_frames(path) if start <= frame.seconds < end]
-
-
-def clean_frames(clip: Path) -> list[DecodedFrame]:
-    """Every frame of ``clip``; fails on any decoding error."""
-    with ffmpeg_errors() as errors:
-        frames = decoded_frames(clip)
-    assert errors == []
-    return frames
-
-
-def assert_exact(clip: CutClip, source: Path, start: float, end: float) -> None:
-    expected = expected_numbers(source, start, end)
-    frames = clean_frames(clip.path)
-    assert [frame.number for frame in frames] == expected
-    assert [frame.seconds for frame in frames] == pytest.approx(
-        [index * FRAME for index in range(len(expected))], abs=1.5e-3
-    )
-    assert clip.first_frame_seconds == pytest.approx(0, abs=1e-3)
-    assert clip.duration_seconds == pytest.approx(len(expected) * FRAME, abs=2e-3)
-    first = next(frame for frame in source_frames(source) if frame.number == expected[0])
-    assert clip.start_seconds == pytest.approx(first.seconds, abs=1e-3)
-    assert_audio_follows_video(clip.path, len(expected) * FRAME)
-
-
-def assert_audio_follows_video(clip: Path, video_seconds: float) -> None:
-    """Every audio track starts with the first frame and ends within one AAC frame of the video."""
-    with av.open(str(clip)) as container:
-        tracks = len(container.streams.audio)
-        durations = [
-            float(stream.duration * stream.time_base) for stream in container.streams.audio
-        ]
-    assert first_audio_seconds(clip) == pytest.approx([0.0] * tracks, abs=1e-3)
-    assert durations == pytest.approx([video_seconds] * tracks, abs=AAC_FRAME)
 
 
 @pytest.mark.parametrize(("start", "end"), RANGES)
