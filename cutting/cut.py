@@ -24,7 +24,7 @@ from cutting.mux import write_mp4
 from cutting.probe import MediaInfo, describe, keyframes_around, open_media, to_ticks
 from cutting.recorded import LiveWait, wait_until_recorded
 from cutting.smart import VideoMode, cut_video
-from cutting.verify import verify_clip
+from cutting.verify import PacketDigest, verify_clip
 
 _VIDEO_MODES = {ClipMode.ACCURATE: VideoMode.SMART, ClipMode.REENCODE: VideoMode.FULL}
 # Progress while cutting runs to this; verification takes it to 100.
@@ -66,6 +66,8 @@ class _Written:
     start_seconds: float
     shortest_seconds: float
     longest_seconds: float
+    checkpoints: list[float]
+    packet_digests: list[PacketDigest] | None
     reencoded_frames: int
 
 
@@ -117,6 +119,8 @@ def cut_clip(
             shortest_seconds=written.shortest_seconds,
             longest_seconds=written.longest_seconds,
             audio_tracks=audio_tracks,
+            checkpoints=written.checkpoints,
+            packet_digests=written.packet_digests,
         )
     except CutError:
         output.unlink(missing_ok=True)
@@ -183,6 +187,8 @@ def _copy(
         start_seconds=keyframe,
         shortest_seconds=end - keyframe - frame,
         longest_seconds=end - keyframe + _COPY_LATE_FRAMES * frame,
+        checkpoints=[],
+        packet_digests=None,
         reencoded_frames=0,
     )
 
@@ -208,15 +214,18 @@ def _exact(
         mode=_VIDEO_MODES[mode],
         on_progress=lambda percent: report(percent * _CUT_SHARE / 100),
     )
-    write_mp4(output, video, list(container.streams.audio), source, end)
+    digests = write_mp4(output, video, list(container.streams.audio), source, end)
     assert video.first_pts is not None and video.end_pts is not None
     time_base: Fraction = stream.time_base
+    first = float(video.first_pts * time_base)
     expected = float((video.end_pts - video.first_pts) * time_base)
     half_frame = _frame_seconds(stream) / 2
     return _Written(
         start_seconds=video.first_seconds(),
         shortest_seconds=expected - half_frame,
         longest_seconds=expected + half_frame,
+        checkpoints=[float(pts * time_base) - first for pts in video.joins],
+        packet_digests=digests,
         reencoded_frames=video.head_frames + video.tail_frames,
     )
 

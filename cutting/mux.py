@@ -10,7 +10,9 @@ import av.container
 
 from cutting.audio import audio_packets
 from cutting.errors import CutError
+from cutting.nal import split_annexb
 from cutting.smart import OutputPacket, VideoCut
+from cutting.verify import PacketDigest, packet_digest
 
 
 def write_mp4(
@@ -19,18 +21,21 @@ def write_mp4(
     audio_tracks: list[av.stream.Stream],
     source: Path,
     end_seconds: float,
-) -> None:
+) -> list[PacketDigest]:
     """Mux ``video`` and ``audio_tracks`` of ``source``, cut at the first video frame.
 
-    ``end_seconds`` (recording time) is where the audio ends. ``output`` is removed when
-    writing fails.
+    ``end_seconds`` (recording time) is where the audio ends. Returns the digest of every
+    video packet as the file stores it (NAL units with 4-byte lengths, for
+    ``cutting.verify``). ``output`` is removed when writing fails.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
+    digests: list[PacketDigest] = []
     try:
         with av.open(
             str(output), "w", format="mp4", container_options={"movflags": "+faststart"}
         ) as mp4:
-            _write(mp4, video, audio_tracks, source, end_seconds)
+            _write(mp4, video, audio_tracks, source, end_seconds, digests)
+        return digests
     except BaseException as exc:
         output.unlink(missing_ok=True)
         if isinstance(exc, av.FFmpegError):
@@ -44,12 +49,13 @@ def _write(
     audio_tracks: list[av.stream.Stream],
     source: Path,
     end_seconds: float,
+    digests: list[PacketDigest],
 ) -> None:
     video_out = mp4.add_stream_from_template(video.stream)
     video_out.codec_context.extradata = video.extradata
     video_out.codec_context.codec_tag = video.codec_tag
     audio_outs = [mp4.add_stream_from_template(track) for track in audio_tracks]
-    video_packets = _video_packets(video, video_out)
+    video_packets = _video_packets(video, video_out, digests)
     first = next(video_packets)  # decides the cut instant the audio follows
     audio = [
         _assigned(audio_packets(source, number, video.first_seconds(), end_seconds), stream)
@@ -60,11 +66,16 @@ def _write(
         mp4.mux(packet)
 
 
-def _video_packets(video: VideoCut, stream: av.stream.Stream) -> Iterator[av.Packet]:
+def _video_packets(
+    video: VideoCut, stream: av.stream.Stream, digests: list[PacketDigest]
+) -> Iterator[av.Packet]:
     frame_ticks = round(
         1 / ((video.stream.average_rate or video.stream.guessed_rate) * video.stream.time_base)
     )
     for cut in video.packets:
+        # The MP4 muxer stores Annex B NAL units with 4-byte lengths instead of start codes.
+        stored = b"".join(len(nal).to_bytes(4) + nal for nal in split_annexb(cut.data))
+        digests.append(packet_digest(stored))
         yield _packet(cut, video, stream, frame_ticks)
 
 

@@ -16,7 +16,7 @@ dts rise monotonically.
 import heapq
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 import av
@@ -92,6 +92,7 @@ class VideoCut:
     packets: Iterator[OutputPacket]
     head_frames: int = 0
     tail_frames: int = 0
+    joins: list[int] = field(default_factory=list)
     first_pts: int | None = None
     end_pts: int | None = None
 
@@ -287,6 +288,8 @@ class _Cutter:
     def _packets(self, units: Iterator[Unit]) -> Iterator[OutputPacket]:
         yield from self._with_parameter_sets(self._head(units))
         if self._splice_unit is not None:
+            if self._cut.head_frames:
+                self._cut.joins.append(self._splice_unit.pts)
             yield from self._copied(self._splice_unit, self._rest)
         self._on_progress(100.0)
 
@@ -389,6 +392,7 @@ class _Cutter:
         if min(tail_pts) < gop[0].pts:
             raise CutError("cannot re-encode the clip's end: it needs a previous GOP (open GOP)")
         self._cut.tail_frames = len(tail_pts)
+        self._cut.joins.append(min(tail_pts))
         tail = self._reencoded_tail(gop, set(tail_pts))
         self._cut.end_pts = max(tail_pts) + self._source.ticks(1)
         yield from self._with_parameter_sets(tail, new_sequence=True)

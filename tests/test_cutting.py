@@ -16,7 +16,7 @@ import pytest
 from clipping.messages import ClipMode
 from clipping.settings import get_settings
 from cutting import CutError, cut_clip, keyframes_near, probe, write_poster
-from cutting.verify import verify_clip
+from cutting.verify import packet_digest, verify_clip
 from tests.clip_checks import (
     FRAME,
     assert_exact,
@@ -293,3 +293,33 @@ def test_verification_rejects_a_clip_that_does_not_decode(sources: Path, tmp_pat
     scramble_video_packet(clip.path, seconds=0.0)
     with pytest.raises(CutError, match="decoding errors"):
         verify_clip(clip.path, shortest_seconds=1.9, longest_seconds=2.1, audio_tracks=1)
+
+
+def test_verification_decodes_the_last_gop_with_frame_threads(
+    sources: Path, tmp_path: Path
+) -> None:
+    """A broken last frame is found, though the decoder reports it from a worker thread."""
+    clip = cut_clip(make_source(sources, MP4), 1, 7, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+    scramble_video_packet(clip.path, seconds=clip.duration_seconds - FRAME)
+    with pytest.raises(CutError, match="decoding errors"):
+        verify_clip(clip.path, shortest_seconds=5.9, longest_seconds=6.1, audio_tracks=1)
+
+
+def test_verification_compares_every_video_packet_with_the_cut(
+    sources: Path, tmp_path: Path
+) -> None:
+    """A copied packet in the middle, never decoded by the check, differs: found by its CRC."""
+    clip = cut_clip(make_source(sources, MP4), 1, 7, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+    with av.open(str(clip.path)) as container:
+        digests = [
+            packet_digest(bytes(p)) for p in container.demux(container.streams.video[0]) if p.size
+        ]
+    scramble_video_packet(clip.path, seconds=3.5)
+    with pytest.raises(CutError, match=r"video packet \d+ is not the one cut"):
+        verify_clip(
+            clip.path,
+            shortest_seconds=5.9,
+            longest_seconds=6.1,
+            audio_tracks=1,
+            packet_digests=digests,
+        )
