@@ -165,4 +165,5 @@ def test_an_end_past_the_recording_is_clamped_and_reported(
     status = wait_until_finished(proxy, request_id)
     assert status["status"] == "completed", status
     assert status["clamped"] is True
+    assert status["reason"].startswith("the recording ends at 0:20.0"), status
     assert status["cut_end_seconds"] == pytest.approx(20.0, abs=0.1)
