@@ -122,8 +122,13 @@ def cut_clip(
             checkpoints=written.checkpoints,
             packet_digests=written.packet_digests,
         )
-    except CutError:
+    except CutError as error:
         output.unlink(missing_ok=True)
+        if mode is ClipMode.COPY:
+            raise CutError(
+                f"{error}; copy mode cannot cut this range of the source cleanly (it copies "
+                "whole GOPs, and an open GOP refers to pictures outside them): use mode accurate"
+            ) from error
         raise
     report(100.0)
     return CutClip(

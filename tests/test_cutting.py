@@ -323,3 +323,13 @@ def test_verification_compares_every_video_packet_with_the_cut(
             audio_tracks=1,
             packet_digests=digests,
         )
+
+
+def test_copy_that_cannot_be_clean_points_to_accurate(sources: Path, tmp_path: Path) -> None:
+    """An open-GOP H.264 copy ends on pictures whose references were not copied."""
+    source = make_source(sources, SourceSpec(open_gop=True, gop_seconds=4))
+    with pytest.raises(CutError, match=r"failed verification: .* use mode accurate"):
+        cut_clip(source, 2.5, 5.5, ClipMode.COPY, tmp_path / "clip.mp4")
+    assert not (tmp_path / "clip.mp4").exists()
+    clip = cut_clip(source, 2.5, 5.5, ClipMode.ACCURATE, tmp_path / "clip.mp4")
+    assert_exact(clip, source, 2.5, 5.5)
