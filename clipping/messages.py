@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from clipping.nas import confine_to_nas_roots
+from clipping.outputs import ClipOutput
 from clipping.settings import get_settings
 
 SAFE_TOKEN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -59,6 +60,11 @@ class ClipRequest(BaseModel):
     start_seconds: float = Field(ge=0, allow_inf_nan=False, strict=True)
     end_seconds: float = Field(gt=0, allow_inf_nan=False, strict=True)
     mode: ClipMode = ClipMode.ACCURATE
+    output: ClipOutput | None = Field(
+        default=None,
+        description="'web': H.264/AAC every browser plays (an HEVC recording is re-encoded); "
+        "'source': the recording's codec. Unset: CLIPPING_DEFAULT_OUTPUT (web).",
+    )
 
     @field_validator("nas_video_path")
     @classmethod

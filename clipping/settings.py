@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from clipping.outputs import ClipOutput
+
 # V4 signed URLs cannot live longer than this; the client library refuses more.
 MAX_SIGNED_URL_TTL = timedelta(days=7)
 
@@ -78,6 +80,11 @@ class Settings(BaseSettings):
         "interrupted chunk.",
     )
     signed_url_ttl: timedelta = MAX_SIGNED_URL_TTL
+    default_output: ClipOutput = Field(
+        default=ClipOutput.WEB,
+        description="Output of a request that names none: 'web' (H.264 that browsers play; "
+        "HEVC recordings are re-encoded) or 'source' (the recording's codec).",
+    )
     live_wait_seconds: float = Field(
         default=600.0,
         gt=0,

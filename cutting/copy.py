@@ -17,12 +17,16 @@ from clipping.nas import OpenRecording
 from cutting.errors import CutError
 
 
-def stream_copy(source: OpenRecording, keyframe: float, end: float, output: Path) -> None:
-    """Copy ``[keyframe, end)`` (seconds of the recording) of every stream into ``output``."""
+def stream_copy(
+    source: OpenRecording, keyframe: float, end: float, output: Path, *, hevc: bool
+) -> None:
+    """Copy ``[keyframe, end)`` (seconds of the recording) of every stream into ``output``;
+    HEVC is tagged ``hvc1`` (what Apple's players want)."""
     recording = ffmpeg.input(str(source.path), ss=f"{keyframe:.6f}", t=f"{end - keyframe:.6f}")
+    tag = {"tag:v": "hvc1"} if hevc else {}
     command = (
         ffmpeg.output(
-            recording["v:0"], recording["a?"], str(output), c="copy", movflags="+faststart"
+            recording["v:0"], recording["a?"], str(output), c="copy", movflags="+faststart", **tag
         )
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
         .overwrite_output()

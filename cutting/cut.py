@@ -16,11 +16,13 @@ import av.stream
 
 from clipping.messages import ClipMode
 from clipping.nas import OpenRecording, RecordingRefused, RecordingUnavailable, open_recording
+from clipping.outputs import ClipOutput
 from clipping.settings import get_settings
 from cutting.audio import check_audio
 from cutting.copy import stream_copy
 from cutting.errors import CutError, SourceUnavailable
 from cutting.mux import write_mp4
+from cutting.nal import Codec
 from cutting.probe import MediaInfo, describe, keyframes_around, open_media, to_ticks
 from cutting.recorded import LiveWait, wait_until_recorded
 from cutting.smart import VideoMode, cut_video
@@ -83,6 +85,7 @@ def cut_clip(
     max_clip_seconds: float | None = None,
     nas_roots: Iterable[Path] | None = None,
     live: LiveWait | None = None,
+    output_for: ClipOutput = ClipOutput.SOURCE,
 ) -> CutClip:
     """Cut ``[start, end)`` seconds of ``source`` into ``output`` (MP4) and verify it.
 
@@ -92,8 +95,9 @@ def cut_clip(
     recorded is waited for while the recording is being written (``cutting.recorded``,
     ``live``: default from the settings; ``on_phase`` is told what it waits for). An
     ``end`` past a finished recording is clamped to its last decodable frame
-    (``CutClip.clamp_reason``). ``on_progress`` receives 0..100. Every failure raises
-    ``CutError`` with a reason for the requester.
+    (``CutClip.clamp_reason``). ``output_for`` ``web`` re-encodes an HEVC recording to
+    H.264 in every mode (browsers cannot play HEVC). ``on_progress`` receives 0..100.
+    Every failure raises ``CutError`` with a reason for the requester.
     """
     settings = get_settings()
     longest = settings.max_clip_seconds if max_clip_seconds is None else max_clip_seconds
@@ -109,10 +113,13 @@ def cut_clip(
         with open_media(recording.path, recording.name) as container:
             info = describe(container, recording.name)
             audio_tracks = len(container.streams.audio)
-            if mode is ClipMode.COPY:
+            video_mode = _video_mode(mode, output_for, info)
+            if video_mode is None:
                 written = _copy(container, info, recording, start, end, output)
             else:
-                written = _exact(container, info, recording.path, start, end, mode, output, report)
+                written = _exact(
+                    container, info, recording.path, start, end, video_mode, output, report
+                )
     try:
         verification = verify_clip(
             output,
@@ -142,6 +149,13 @@ def cut_clip(
         first_frame_seconds=verification.first_frame_seconds,
         reencoded_frames=written.reencoded_frames,
     )
+
+
+def _video_mode(mode: ClipMode, output_for: ClipOutput, info: MediaInfo) -> VideoMode | None:
+    """How the video is cut (``None``: ffmpeg stream copy)."""
+    if output_for is ClipOutput.WEB and info.video_codec == Codec.HEVC.value:
+        return VideoMode.WEB
+    return _VIDEO_MODES.get(mode)
 
 
 def _live_wait() -> LiveWait:
@@ -186,7 +200,7 @@ def _copy(
         raise CutError(
             f"the recording has no keyframe to copy from between {start:.3f}s and {end:.3f}s"
         )
-    stream_copy(source, keyframe, end, output)
+    stream_copy(source, keyframe, end, output, hevc=info.video_codec == Codec.HEVC.value)
     frame = _frame_seconds(container.streams.video[0])
     return _Written(
         start_seconds=keyframe,
@@ -204,7 +218,7 @@ def _exact(
     source: Path,
     start: float,
     end: float,
-    mode: ClipMode,
+    video_mode: VideoMode,
     output: Path,
     report: Callable[[float], None],
 ) -> _Written:
@@ -216,7 +230,7 @@ def _exact(
         stream,
         to_ticks(start + info.origin_seconds, stream.time_base),
         to_ticks(end + info.origin_seconds, stream.time_base),
-        mode=_VIDEO_MODES[mode],
+        mode=video_mode,
         on_progress=lambda percent: report(percent * _CUT_SHARE / 100),
     )
     digests = write_mp4(output, video, list(container.streams.audio), source, end)

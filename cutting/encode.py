@@ -7,7 +7,7 @@ parameter-set pairs can live side by side in the MP4 sample description.
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import av
@@ -26,6 +26,11 @@ CRF = "18"
 SPLICE_PRESET = "superfast"
 FULL_PRESET = "veryfast"
 _MAX_RATE_OVER_SOURCE = 1.5
+# H.264 for browsers from HEVC: H.264 needs about twice HEVC's rate for the same picture.
+WEB_PRESET = "veryfast"
+_WEB_MAX_RATE_OVER_SOURCE = 3.0
+# What every browser decodes: 8-bit 4:2:0 High profile.
+WEB_PIX_FMT = "yuv420p"
 
 _ENCODERS = {Codec.H264: "libx264", Codec.HEVC: "libx265"}
 _X264_PROFILES = {
@@ -54,8 +59,16 @@ class EncoderSettings:
     options: dict[str, str] = field(default_factory=dict)
     level: int = 0
 
+    @property
+    def encoder_name(self) -> str:
+        return _ENCODERS[self.codec]
+
     def open(self) -> VideoCodecContext:
-        encoder = av.CodecContext.create(_ENCODERS[self.codec], "w")
+        encoder = av.CodecContext.create(self.encoder_name, "w")
+        return self.open_as(encoder)
+
+    def open_as(self, encoder: VideoCodecContext) -> VideoCodecContext:
+        """Configure and open ``encoder`` (one created here or an output stream's)."""
         encoder.width, encoder.height, encoder.pix_fmt = self.width, self.height, self.pix_fmt
         encoder.time_base = self.time_base
         encoder.framerate = self.frame_rate
@@ -100,6 +113,13 @@ def full_settings(codec: Codec, source: av.stream.Stream) -> EncoderSettings:
     return _settings(codec, source, _options(codec, FULL_PRESET, _rate_cap(source)), level=0)
 
 
+def web_settings(source: av.stream.Stream) -> EncoderSettings:
+    """An H.264 encoder for a whole clip that every browser plays, whatever the source."""
+    options = _options(Codec.H264, WEB_PRESET, _rate_cap(source, _WEB_MAX_RATE_OVER_SOURCE))
+    settings = _settings(Codec.H264, source, options | {"profile": "high"}, level=0)
+    return replace(settings, pix_fmt=WEB_PIX_FMT)
+
+
 def _options(codec: Codec, preset: str, params: list[str]) -> dict[str, str]:
     if codec is Codec.HEVC:
         params = [*params, "log-level=error"]
@@ -107,12 +127,12 @@ def _options(codec: Codec, preset: str, params: list[str]) -> dict[str, str]:
     return {"crf": CRF, "preset": preset, name: ":".join(params)}
 
 
-def _rate_cap(source: av.stream.Stream) -> list[str]:
+def _rate_cap(source: av.stream.Stream, over_source: float = _MAX_RATE_OVER_SOURCE) -> list[str]:
     """x264/x265 VBV parameters (kbit/s) capping the rate relative to the source's."""
     bit_rate = source.bit_rate or source.container.bit_rate
     if not bit_rate:
         return []
-    max_rate = round(bit_rate * _MAX_RATE_OVER_SOURCE / 1000)
+    max_rate = round(bit_rate * over_source / 1000)
     return [f"vbv-maxrate={max_rate}", f"vbv-bufsize={2 * max_rate}"]
 
 

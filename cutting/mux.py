@@ -51,8 +51,7 @@ def _write(
     end_seconds: float,
     digests: list[PacketDigest],
 ) -> None:
-    video_out = mp4.add_stream_from_template(video.stream)
-    video_out.codec_context.extradata = video.extradata
+    video_out = _video_stream(mp4, video)
     video_out.codec_context.codec_tag = video.codec_tag
     audio_outs = [mp4.add_stream_from_template(track) for track in audio_tracks]
     video_packets = _video_packets(video, video_out, digests)
@@ -64,6 +63,21 @@ def _write(
     streams = [itertools.chain([first], video_packets), *audio]
     for packet in heapq.merge(*streams, key=lambda p: float(p.dts * p.time_base)):
         mp4.mux(packet)
+
+
+def _video_stream(mp4: av.container.OutputContainer, video: VideoCut) -> av.stream.Stream:
+    """The clip's video stream: the source's codec parameters with the cut's parameter sets,
+    or (video re-encoded into another codec) an encoder opened like the cut's own."""
+    if video.transcoded_with is None:
+        stream = mp4.add_stream_from_template(video.stream)
+        stream.codec_context.extradata = video.extradata
+        return stream
+    stream = mp4.add_stream(video.transcoded_with.encoder_name)
+    video.transcoded_with.open_as(stream.codec_context)
+    stream.time_base = video.transcoded_with.time_base
+    if stream.codec_context.extradata != video.extradata:
+        raise CutError("the muxer's encoder produced other parameter sets than the cut's")
+    return stream
 
 
 def _video_packets(

@@ -23,7 +23,7 @@ import av
 import av.container
 import av.stream
 
-from cutting.encode import EncoderSettings, encode, full_settings, splice_settings
+from cutting.encode import EncoderSettings, encode, full_settings, splice_settings, web_settings
 from cutting.errors import CutError
 from cutting.logs import ffmpeg_errors
 from cutting.nal import (
@@ -49,14 +49,16 @@ ProgressCallback = Callable[[float], None]
 class VideoMode(Enum):
     SMART = "smart"
     FULL = "full"
+    WEB = "web"  # full re-encode to H.264, whatever the source's codec
 
 
-# A spliced HEVC stream changes parameter sets in band, which only 'hev1' allows.
+# 'hvc1' (what Apple's players want) wherever the parameter sets are all in the sample
+# description. A spliced HEVC stream switches parameter sets in band (x265 cannot give its
+# own ids), which only 'hev1' allows: FFmpeg's muxer strips in-band sets from 'hvc1'.
 _CODEC_TAGS = {
-    (Codec.H264, VideoMode.SMART): "avc1",
-    (Codec.H264, VideoMode.FULL): "avc1",
-    (Codec.HEVC, VideoMode.SMART): "hev1",
-    (Codec.HEVC, VideoMode.FULL): "hvc1",
+    (Codec.H264, False): "avc1",
+    (Codec.HEVC, False): "hvc1",
+    (Codec.HEVC, True): "hev1",
 }
 
 
@@ -90,6 +92,9 @@ class VideoCut:
     extradata: bytes
     codec_tag: str
     packets: Iterator[OutputPacket]
+    # Set when the video is re-encoded into another codec than the source's: the muxer's
+    # stream is an encoder opened with the same settings (so the same parameter sets).
+    transcoded_with: EncoderSettings | None = None
     head_frames: int = 0
     tail_frames: int = 0
     joins: list[int] = field(default_factory=list)
@@ -177,14 +182,16 @@ def with_decode_times(
 class _Encoder:
     """Re-encodes decoded pictures into one part of the clip (an IDR first)."""
 
-    def __init__(
-        self, settings: EncoderSettings, codec: Codec, rewrite_dts: Callable[[int], int] | None
-    ) -> None:
+    def __init__(self, settings: EncoderSettings, rewrite_dts: Callable[[int], int] | None) -> None:
         self._context = settings.open()
+        self._pix_fmt = settings.pix_fmt
         self._rewrite_dts = rewrite_dts
-        self.parameter_sets = parameter_sets(codec, split_annexb(self._context.extradata or b""))
+        extradata = split_annexb(self._context.extradata or b"")
+        self.parameter_sets = parameter_sets(settings.codec, extradata)
 
     def add(self, frame: av.VideoFrame | None) -> list[OutputPacket]:
+        if frame is not None and frame.format.name != self._pix_fmt:
+            frame = frame.reformat(format=self._pix_fmt)  # a 10-bit source for the web
         return [self._output(packet) for packet in encode(self._context, frame)]
 
     def _output(self, packet: av.Packet) -> OutputPacket:
@@ -257,25 +264,31 @@ class _Cutter:
         codec = self._source.codec
         if self._mode is VideoMode.SMART:
             self._settings = splice_settings(codec, self._source.stream, self._free_h264_id())
+        elif self._mode is VideoMode.WEB:
+            self._settings = web_settings(self._source.stream)
         else:
             self._settings = full_settings(codec, self._source.stream)
         self._head_encoder = self._new_encoder()
         self._encoder_parameter_sets = self._head_encoder.parameter_sets
-        if self._mode is VideoMode.FULL:
+        if self._mode is not VideoMode.SMART:
             extradata = join_annexb(self._encoder_parameter_sets)
         elif codec is Codec.H264:
             extradata = join_annexb(self._source.parameter_sets + self._encoder_parameter_sets)
         else:
             extradata = join_annexb(self._source.parameter_sets)
         self._cut = VideoCut(
-            codec=codec,
+            codec=self._settings.codec,
             stream=self._source.stream,
             origin_seconds=origin_seconds(self._source.container),
             extradata=extradata,
-            codec_tag=_CODEC_TAGS[codec, self._mode],
+            codec_tag=_CODEC_TAGS[self._settings.codec, self._spliced_hevc()],
             packets=self._packets(units),
+            transcoded_with=self._settings if self._settings.codec is not codec else None,
         )
         return self._cut
+
+    def _spliced_hevc(self) -> bool:
+        return self._mode is VideoMode.SMART and self._source.codec is Codec.HEVC
 
     def _free_h264_id(self) -> int:
         if self._source.codec is not Codec.H264:
@@ -343,7 +356,7 @@ class _Cutter:
 
     def _new_encoder(self) -> _Encoder:
         rewrite = self._spliced_dts if self._mode is VideoMode.SMART else None
-        return _Encoder(self._settings, self._source.codec, rewrite)
+        return _Encoder(self._settings, rewrite)
 
     def _spliced_dts(self, pts: int) -> int:
         dts = pts - self._source.ticks(self._depth)
@@ -424,7 +437,7 @@ class _Cutter:
         first = next(packets, None)
         if first is None:
             return
-        if self._source.codec is Codec.HEVC and self._mode is VideoMode.SMART:
+        if self._spliced_hevc():
             prefix = [HEVC_END_OF_SEQUENCE] if new_sequence else []
             nals = [*prefix, *self._encoder_parameter_sets, *split_annexb(first.data)]
             first = OutputPacket(join_annexb(nals), first.pts, first.dts, first.keyframe)

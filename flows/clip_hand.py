@@ -59,12 +59,14 @@ def cut(request: ClipRequest, scratch: Path) -> CutClip:
     """Cut the clip and write its poster (``scratch/poster.jpg``), reporting progress."""
     settings = get_settings()
     logger = get_run_logger()
+    output_for = request.output or settings.default_output
     logger.info(
-        "cutting %s [%.3f s, %.3f s) in %s mode",
+        "cutting %s [%.3f s, %.3f s) in %s mode, for %s output",
         request.nas_video_path,
         request.start_seconds,
         request.end_seconds,
         request.mode.value,
+        output_for.value,
     )
     progress = ProgressArtifact(f"Cutting {request.hand_id} ({request.mode.value})")
     clip = cut_clip(
@@ -76,6 +78,7 @@ def cut(request: ClipRequest, scratch: Path) -> CutClip:
         on_progress=progress.update,
         on_phase=progress.show_phase,
         max_clip_seconds=settings.max_clip_seconds,
+        output_for=output_for,
     )
     write_poster(clip.path, scratch / POSTER_FILE)
     progress.update(100.0)

@@ -14,6 +14,7 @@ import av
 import pytest
 
 from clipping.messages import ClipMode
+from clipping.outputs import ClipOutput
 from clipping.settings import get_settings
 from cutting import CutError, cut_clip, keyframes_near, probe, write_poster
 from cutting.verify import packet_digest, verify_clip
@@ -333,3 +334,44 @@ def test_copy_that_cannot_be_clean_points_to_accurate(sources: Path, tmp_path: P
     assert not (tmp_path / "clip.mp4").exists()
     clip = cut_clip(source, 2.5, 5.5, ClipMode.ACCURATE, tmp_path / "clip.mp4")
     assert_exact(clip, source, 2.5, 5.5)
+
+
+HEVC = SourceSpec(codec="hevc")
+
+
+@pytest.mark.parametrize("mode", list(ClipMode))
+def test_web_output_of_hevc_is_h264_with_exactly_the_requested_frames(
+    sources: Path, tmp_path: Path, mode: ClipMode
+) -> None:
+    source = make_source(sources, HEVC)
+    clip = cut_clip(source, 2.5, 7.45, mode, tmp_path / "clip.mp4", output_for=ClipOutput.WEB)
+    assert video_codec_and_tag(clip.path) == ("h264", "avc1")
+    assert_exact(clip, source, 2.5, 7.45)  # copy too: the whole clip is re-encoded
+
+
+@pytest.mark.parametrize(
+    ("mode", "tag"),
+    [(ClipMode.COPY, "hvc1"), (ClipMode.REENCODE, "hvc1"), (ClipMode.ACCURATE, "hev1")],
+)
+def test_hevc_clips_are_tagged_hvc1_unless_spliced(
+    sources: Path, tmp_path: Path, mode: ClipMode, tag: str
+) -> None:
+    """A spliced clip switches parameter sets in band, which only 'hev1' allows."""
+    source = make_source(sources, HEVC)
+    clip = cut_clip(source, 2.5, 7.45, mode, tmp_path / "clip.mp4", output_for=ClipOutput.SOURCE)
+    assert video_codec_and_tag(clip.path) == ("hevc", tag)
+
+
+def test_web_output_leaves_h264_to_the_smart_cut(sources: Path, tmp_path: Path) -> None:
+    source = make_source(sources, MP4)
+    clip = cut_clip(
+        source, 2.5, 7.45, ClipMode.ACCURATE, tmp_path / "clip.mp4", output_for=ClipOutput.WEB
+    )
+    assert clip.reencoded_frames < 80  # the head and a few tail frames, not all 149
+    assert video_codec_and_tag(clip.path) == ("h264", "avc1")
+
+
+def video_codec_and_tag(clip: Path) -> tuple[str, str]:
+    with av.open(str(clip)) as container:
+        context = container.streams.video[0].codec_context
+        return context.name, context.codec_tag
