@@ -20,6 +20,18 @@ def nas_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 @pytest.fixture
+def nas_root_is_pytest_tmp(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Recordings cut in process are pytest's temporary files: their base is the NAS root
+    (use with ``pytestmark = pytest.mark.usefixtures("nas_root_is_pytest_tmp")``)."""
+    monkeypatch.setenv("CLIPPING_NAS_ROOTS", str(tmp_path_factory.getbasetemp()))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
 def settings(nas_root: Path) -> Settings:
     return get_settings()
 

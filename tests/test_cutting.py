@@ -7,7 +7,6 @@ the video, and no decoding error anywhere in the clip.
 """
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -15,7 +14,6 @@ import pytest
 
 from clipping.messages import ClipMode
 from clipping.outputs import ClipOutput
-from clipping.settings import get_settings
 from cutting import CutError, cut_clip, keyframes_near, probe, write_poster
 from cutting.verify import packet_digest, verify_clip
 from tests.clip_checks import (
@@ -51,15 +49,7 @@ RANGES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def nas_root_holds_the_test_files(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
-    """The recordings cut here are pytest's temporary files: their base is the NAS root."""
-    monkeypatch.setenv("CLIPPING_NAS_ROOTS", str(tmp_path_factory.getbasetemp()))
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+pytestmark = pytest.mark.usefixtures("nas_root_is_pytest_tmp")
 
 
 @pytest.fixture(scope="session")

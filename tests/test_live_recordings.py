@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from clipping.messages import ClipMode
-from clipping.settings import get_settings
 from cutting import CutClip, CutError, cut_clip
 from cutting.recorded import LiveWait
 from tests.clip_checks import AAC_FRAME, FRAME, assert_exact, clean_frames, source_frames
@@ -36,14 +35,7 @@ GROWING_KINDS = [
 REAL_WAIT = LiveWait(wait_seconds=120, idle_seconds=3, poll_seconds=0.1)
 
 
-@pytest.fixture(autouse=True)
-def nas_root_holds_the_test_files(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
-    monkeypatch.setenv("CLIPPING_NAS_ROOTS", str(tmp_path_factory.getbasetemp()))
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+pytestmark = pytest.mark.usefixtures("nas_root_is_pytest_tmp")
 
 
 @pytest.fixture(scope="session")

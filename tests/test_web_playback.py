@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,7 +20,6 @@ import pytest
 
 from clipping.messages import ClipMode
 from clipping.outputs import ClipOutput
-from clipping.settings import get_settings
 from cutting import cut_clip
 from tests.media import SourceSpec, make_source
 
@@ -57,14 +55,7 @@ play(0);
 """
 
 
-@pytest.fixture(autouse=True)
-def nas_root_holds_the_test_files(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
-    monkeypatch.setenv("CLIPPING_NAS_ROOTS", str(tmp_path_factory.getbasetemp()))
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+pytestmark = pytest.mark.usefixtures("nas_root_is_pytest_tmp")
 
 
 @pytest.fixture(scope="module")
