@@ -23,7 +23,14 @@ from cutting.copy import stream_copy
 from cutting.errors import CutError, SourceUnavailable
 from cutting.mux import write_mp4
 from cutting.nal import Codec
-from cutting.probe import MediaInfo, describe, keyframes_around, open_media, to_ticks
+from cutting.probe import (
+    MediaInfo,
+    describe,
+    frame_seconds,
+    keyframes_around,
+    open_media,
+    to_ticks,
+)
 from cutting.recorded import LiveWait, wait_until_recorded
 from cutting.smart import VideoMode, cut_video
 from cutting.verify import PacketDigest, verify_clip
@@ -201,7 +208,7 @@ def _copy(
             f"the recording has no keyframe to copy from between {start:.3f}s and {end:.3f}s"
         )
     stream_copy(source, keyframe, end, output, hevc=info.video_codec == Codec.HEVC.value)
-    frame = _frame_seconds(container.streams.video[0])
+    frame = frame_seconds(container.streams.video[0])
     return _Written(
         start_seconds=keyframe,
         shortest_seconds=end - keyframe - frame,
@@ -238,7 +245,7 @@ def _exact(
     time_base: Fraction = stream.time_base
     first = float(video.first_pts * time_base)
     expected = float((video.end_pts - video.first_pts) * time_base)
-    half_frame = _frame_seconds(stream) / 2
+    half_frame = frame_seconds(stream) / 2
     return _Written(
         start_seconds=video.first_seconds(),
         shortest_seconds=expected - half_frame,
@@ -247,7 +254,3 @@ def _exact(
         packet_digests=digests,
         reencoded_frames=video.head_frames + video.tail_frames,
     )
-
-
-def _frame_seconds(stream: av.stream.Stream) -> float:
-    return 1 / float(stream.average_rate or stream.guessed_rate)

@@ -174,6 +174,11 @@ def _seconds_or_none(packet: av.Packet | None, time_base: Fraction, origin: floa
     return None if packet is None else float(packet.pts * time_base) - origin
 
 
+def frame_seconds(stream: av.stream.Stream) -> float:
+    """How long one frame of a video stream is shown (30 fps when it tells no rate)."""
+    return float(1 / (stream.average_rate or stream.guessed_rate or 30))
+
+
 def to_ticks(seconds: float, time_base: Fraction) -> int:
     return round(Fraction(seconds) / time_base)
 

@@ -18,7 +18,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 
 import av
 import av.container
@@ -30,6 +29,7 @@ from cutting.logs import ffmpeg_errors
 from cutting.probe import (
     NotFinalized,
     clock_time,
+    frame_seconds,
     open_container,
     origin_seconds,
     packets_from,
@@ -47,10 +47,6 @@ class RecordedRange:
 
     end_seconds: float
     clamp_reason: str | None = None
-
-    @property
-    def clamped(self) -> bool:
-        return self.clamp_reason is not None
 
 
 @dataclass(frozen=True)
@@ -137,25 +133,20 @@ def _decodable_end(video: av.stream.Stream, gop: list[av.Packet]) -> int:
         for packet in [*gop, None]:
             try:
                 frames = context.decode(packet)
+                broken = bool(errors) or any(frame.is_corrupt for frame in frames)
             except av.FFmpegError:
-                frames = []
-            broken = errors or any(frame.is_corrupt for frame in frames)
+                frames, broken = [], True
             if broken:
                 broken_pts = keyframe_pts if packet is None else packet.pts
                 break
             decoded += [frame.pts for frame in frames if frame.pts is not None]
-    frame_ticks = _frame_ticks(video)
+    frame_ticks = frame_seconds(video) / float(video.time_base)
     end = keyframe_pts
     for pts in sorted(pts for pts in decoded if pts >= keyframe_pts):
         if pts > end + frame_ticks / 2 or (broken_pts is not None and pts >= broken_pts):
             break
         end = pts + round(frame_ticks)
     return end
-
-
-def _frame_ticks(video: av.stream.Stream) -> float:
-    rate = video.average_rate or video.guessed_rate or 30
-    return float(1 / (Fraction(rate) * video.time_base))
 
 
 class Growth:

@@ -24,6 +24,7 @@ import av.logging
 
 from cutting.errors import CutError
 from cutting.logs import LogEntry, ffmpeg_errors
+from cutting.probe import frame_seconds
 
 # Frames decoded after each checkpoint: more than any reorder delay, so references resolve.
 _FRAMES_PER_CHECK = 12
@@ -81,15 +82,15 @@ def _verify(
     if not stream.frames or not stream.duration:
         raise CutError("the cut clip failed verification: it has no video frames")
     duration = float(stream.duration * stream.time_base)
-    frame_seconds = duration / stream.frames
+    one_frame = duration / stream.frames
     shortest, longest = expected_seconds
     if not shortest <= duration <= longest:
         raise CutError(
             f"the cut clip failed verification: it lasts {duration:.3f}s, "
             f"{shortest:.3f}s to {longest:.3f}s expected"
         )
-    first, last_end = _check_decodes(container, [0.0, *checkpoints], duration - frame_seconds)
-    if abs(first) > frame_seconds / 2:
+    first, last_end = _check_decodes(container, [0.0, *checkpoints], duration - one_frame)
+    if abs(first) > one_frame / 2:
         raise CutError(
             f"the cut clip failed verification: its first frame is at {first:.3f}s, not 0"
         )
@@ -126,7 +127,7 @@ def _check_decodes(
     and all audio; return the first video frame's time and the end of the last one."""
     video = container.streams.video[0]
     video.thread_type = "AUTO"
-    frame_seconds = float(1 / (video.average_rate or video.guessed_rate))
+    shown = frame_seconds(video)
     first: float | None = None
     last_end = 0.0
     with ffmpeg_errors() as errors:
@@ -134,7 +135,7 @@ def _check_decodes(
             frames = _decoded(container, errors, checkpoint, _FRAMES_PER_CHECK)
             first = frames[0].time if first is None and frames else first
         for frame in _decoded(container, errors, last_gop, None):
-            last_end = max(last_end, frame.time + frame_seconds)
+            last_end = max(last_end, frame.time + shown)
         _decode_audio(container, errors)
     if errors:
         detail = errors[0][2].strip()
