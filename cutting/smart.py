@@ -25,6 +25,7 @@ import av.stream
 
 from cutting.encode import EncoderSettings, encode, full_settings, splice_settings, web_settings
 from cutting.errors import CutError
+from cutting.hevc_ids import ParameterSetIds, free_ids, renumbered
 from cutting.logs import ffmpeg_errors
 from cutting.nal import (
     HEVC_END_OF_SEQUENCE,
@@ -52,14 +53,9 @@ class VideoMode(Enum):
     WEB = "web"  # full re-encode to H.264, whatever the source's codec
 
 
-# 'hvc1' (what Apple's players want) wherever the parameter sets are all in the sample
-# description. A spliced HEVC stream switches parameter sets in band (x265 cannot give its
-# own ids), which only 'hev1' allows: FFmpeg's muxer strips in-band sets from 'hvc1'.
-_CODEC_TAGS = {
-    (Codec.H264, False): "avc1",
-    (Codec.HEVC, False): "hvc1",
-    (Codec.HEVC, True): "hev1",
-}
+# Every parameter set is in the sample description, a spliced clip's re-encoder's under
+# ids of its own: 'hvc1' for HEVC (what Apple's players want), not 'hev1'.
+_CODEC_TAGS = {Codec.H264: "avc1", Codec.HEVC: "hvc1"}
 
 
 @dataclass
@@ -180,14 +176,23 @@ def with_decode_times(
 
 
 class _Encoder:
-    """Re-encodes decoded pictures into one part of the clip (an IDR first)."""
+    """Re-encodes decoded pictures into one part of the clip (an IDR first).
 
-    def __init__(self, settings: EncoderSettings, rewrite_dts: Callable[[int], int] | None) -> None:
+    ``hevc_ids``: the ids x265's parameter sets are given in its output, beside the source's.
+    """
+
+    def __init__(
+        self,
+        settings: EncoderSettings,
+        rewrite_dts: Callable[[int], int] | None,
+        hevc_ids: ParameterSetIds | None,
+    ) -> None:
         self._context = settings.open()
         self._pix_fmt = settings.pix_fmt
         self._rewrite_dts = rewrite_dts
+        self._hevc_ids = hevc_ids
         extradata = split_annexb(self._context.extradata or b"")
-        self.parameter_sets = parameter_sets(settings.codec, extradata)
+        self.parameter_sets = self._renumbered(parameter_sets(settings.codec, extradata))
 
     def add(self, frame: av.VideoFrame | None) -> list[OutputPacket]:
         if frame is not None and frame.format.name != self._pix_fmt:
@@ -196,7 +201,14 @@ class _Encoder:
 
     def _output(self, packet: av.Packet) -> OutputPacket:
         dts = packet.dts if self._rewrite_dts is None else self._rewrite_dts(packet.pts)
-        return OutputPacket(bytes(packet), packet.pts, dts, packet.is_keyframe)
+        data = bytes(packet)
+        if self._hevc_ids is not None:
+            data = join_annexb(self._renumbered(split_annexb(data)))
+        return OutputPacket(data, packet.pts, dts, packet.is_keyframe)
+
+    def _renumbered(self, nals: list[bytes]) -> list[bytes]:
+        ids = self._hevc_ids
+        return nals if ids is None else [renumbered(nal, ids) for nal in nals]
 
 
 class _Decoder:
@@ -268,20 +280,16 @@ class _Cutter:
             self._settings = web_settings(self._source.stream)
         else:
             self._settings = full_settings(codec, self._source.stream)
+        self._hevc_ids = free_ids(self._source.parameter_sets) if self._spliced_hevc() else None
         self._head_encoder = self._new_encoder()
         self._encoder_parameter_sets = self._head_encoder.parameter_sets
-        if self._mode is not VideoMode.SMART:
-            extradata = join_annexb(self._encoder_parameter_sets)
-        elif codec is Codec.H264:
-            extradata = join_annexb(self._source.parameter_sets + self._encoder_parameter_sets)
-        else:
-            extradata = join_annexb(self._source.parameter_sets)
+        spliced_with = self._source.parameter_sets if self._mode is VideoMode.SMART else []
         self._cut = VideoCut(
             codec=self._settings.codec,
             stream=self._source.stream,
             origin_seconds=origin_seconds(self._source.container),
-            extradata=extradata,
-            codec_tag=_CODEC_TAGS[self._settings.codec, self._spliced_hevc()],
+            extradata=join_annexb(spliced_with + self._encoder_parameter_sets),
+            codec_tag=_CODEC_TAGS[self._settings.codec],
             packets=self._packets(units),
             transcoded_with=self._settings if self._settings.codec is not codec else None,
         )
@@ -299,7 +307,7 @@ class _Cutter:
     # Parts of the clip, in decode order.
 
     def _packets(self, units: Iterator[Unit]) -> Iterator[OutputPacket]:
-        yield from self._with_parameter_sets(self._head(units))
+        yield from self._head(units)
         if self._splice_unit is not None:
             if self._cut.head_frames:
                 self._cut.joins.append(self._splice_unit.pts)
@@ -356,7 +364,7 @@ class _Cutter:
 
     def _new_encoder(self) -> _Encoder:
         rewrite = self._spliced_dts if self._mode is VideoMode.SMART else None
-        return _Encoder(self._settings, rewrite)
+        return _Encoder(self._settings, rewrite, self._hevc_ids)
 
     def _spliced_dts(self, pts: int) -> int:
         dts = pts - self._source.ticks(self._depth)
@@ -390,7 +398,7 @@ class _Cutter:
         for position, unit in enumerate(units):
             nals = without_stream_headers(codec, unit.nals)
             if position == 0 and after_reencoded and codec is Codec.HEVC:
-                nals = [HEVC_END_OF_SEQUENCE, *self._source.parameter_sets, *nals]
+                nals = [HEVC_END_OF_SEQUENCE, *nals]
             self._last_dts = unit.dts
             yield OutputPacket(join_annexb(nals), unit.pts, unit.dts, unit.keyframe)
 
@@ -408,7 +416,7 @@ class _Cutter:
         self._cut.joins.append(min(tail_pts))
         tail = self._reencoded_tail(gop, set(tail_pts))
         self._cut.end_pts = max(tail_pts) + self._source.ticks(1)
-        yield from self._with_parameter_sets(tail, new_sequence=True)
+        yield from self._after_end_of_sequence(tail)
 
     def _reencoded_tail(self, gop: list[Unit], wanted: set[int]) -> list[OutputPacket]:
         self._decoder.restart()
@@ -429,20 +437,14 @@ class _Cutter:
             raise CutError("the source is corrupt: the clip's last frames cannot be decoded")
         return tail
 
-    def _with_parameter_sets(
-        self, packets: Iterator[OutputPacket] | list[OutputPacket], *, new_sequence: bool = False
-    ) -> Iterator[OutputPacket]:
-        """HEVC: a re-encoded part carries its own parameter sets in band (same ids)."""
-        packets = iter(packets)
-        first = next(packets, None)
-        if first is None:
-            return
+    def _after_end_of_sequence(self, tail: list[OutputPacket]) -> Iterator[OutputPacket]:
+        """HEVC: the re-encoded tail starts a new coded video sequence, as K1 does after the
+        head (an SPS may only change there)."""
         if self._spliced_hevc():
-            prefix = [HEVC_END_OF_SEQUENCE] if new_sequence else []
-            nals = [*prefix, *self._encoder_parameter_sets, *split_annexb(first.data)]
-            first = OutputPacket(join_annexb(nals), first.pts, first.dts, first.keyframe)
-        yield first
-        yield from packets
+            first = tail[0]
+            data = join_annexb([HEVC_END_OF_SEQUENCE, *split_annexb(first.data)])
+            tail = [OutputPacket(data, first.pts, first.dts, first.keyframe), *tail[1:]]
+        yield from tail
 
     def _progress(self, pts: int) -> None:
         percent = int(100 * (pts - self._start) / max(1, self._end - self._start))
