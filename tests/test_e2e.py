@@ -2,6 +2,7 @@
 
 import json
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from google.cloud import storage
 from clipping.messages import ClipState
 from cutting import probe
 from stack.lifecycle import Stack
+from tests.clip_checks import clean_frames, expected_numbers
 from tests.live_stack import CompletionLog, clip_body, wait_until_finished
+from tests.media import SourceSpec, make_source
 from tests.signed_urls import verify_v4_url
 
 pytestmark = pytest.mark.e2e
@@ -167,3 +170,53 @@ def test_an_end_past_the_recording_is_clamped_and_reported(
     assert status["clamped"] is True
     assert status["reason"].startswith("the recording ends at 0:20.0"), status
     assert status["cut_end_seconds"] == pytest.approx(20.0, abs=0.1)
+
+
+# An MPEG-TS null packet (PID 0x1FFF): a recorder's padding, growth without media.
+TS_NULL_PACKET = bytes([0x47, 0x1F, 0xFF, 0x10]) + b"\xff" * 184
+TS_PACKET_BYTES = 188
+
+
+def test_a_hand_still_being_recorded_waits_for_its_end_then_arrives_exact(
+    live_stack: Stack,
+    proxy: httpx.Client,
+    completions: CompletionLog,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The recording's first 40 % (about 4.8 s) is on disk and the recorder keeps it
+    growing, until the status answers the wait for the hand's end; then the rest arrives."""
+    finished = make_source(tmp_path_factory.mktemp("finished"), SourceSpec("ts", ts_offset=10))
+    data = finished.read_bytes()
+    written = round(len(data) * 0.4 / TS_PACKET_BYTES) * TS_PACKET_BYTES
+    growing = live_stack.config.nas_root / "recordings" / f"live-{uuid.uuid4().hex}.ts"
+    growing.parent.mkdir(parents=True, exist_ok=True)
+    growing.write_bytes(data[:written])
+    body = clip_body(growing, start_seconds=6.2, end_seconds=9.5, mode="accurate")
+    request_id = proxy.post("/v1/clip/request", json=body).json()["request_id"]
+
+    phase = _phase_while_growing(proxy, request_id, growing)
+    assert phase.startswith("waiting for the recording to reach 0:09.500 (recorded up to 0:04")
+    with growing.open("ab") as recorder:
+        recorder.write(data[written:])
+
+    status = wait_until_finished(proxy, request_id)
+    assert status["status"] == "completed", status
+    assert status["clamped"] is False
+    clip_file = live_stack.config.dir / f"{request_id}.mp4"
+    clip_file.write_bytes(httpx.get(status["download_url"], timeout=30.0).content)
+    numbers = [frame.number for frame in clean_frames(clip_file)]
+    assert numbers == expected_numbers(finished, 6.2, 9.5)
+    assert completions.wait_for(request_id).status is ClipState.COMPLETED
+
+
+def _phase_while_growing(proxy: httpx.Client, request_id: str, growing: Path) -> str:
+    """Pad the recording (it stays "being written") until its run shows a waiting phase."""
+    for _ in range(360):
+        status = proxy.get(f"/v1/clip/{request_id}/status").json()
+        assert status["status"] in {"queued", "processing"}, status
+        if (status.get("phase") or "").startswith("waiting"):
+            return status["phase"]
+        with growing.open("ab") as recorder:
+            recorder.write(TS_NULL_PACKET)
+        time.sleep(0.5)
+    raise AssertionError(f"{request_id} never showed a waiting phase: {status}")
