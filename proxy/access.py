@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from proxy.auth import ApiKeys, Scope, digest
+from proxy.services import services_of
 
 bearer = HTTPBearer(auto_error=False, description="An API key with the endpoint's scope.")
 
@@ -31,22 +32,27 @@ class Caller:
         return Scope.ADMIN in self.scopes
 
 
+def api_keys(request: Request) -> ApiKeys:
+    return services_of(request).keys
+
+
 class RequireScope:
     """Dependency: the ``Caller``, once its key is known (else 401) and holds ``scope`` (403)."""
 
-    def __init__(self, keys: ApiKeys, scope: Scope) -> None:
-        self.keys = keys
+    def __init__(self, scope: Scope) -> None:
         self.scope = scope
 
     async def __call__(
-        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+        self,
+        keys: Annotated[ApiKeys, Depends(api_keys)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Caller:
-        return self.check(credentials)
+        return self.check(keys, credentials)
 
-    def check(self, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+    def check(self, keys: ApiKeys, credentials: HTTPAuthorizationCredentials | None) -> Caller:
         if credentials is None:
             raise _unauthorized("an API key is required (Authorization: Bearer <key>)")
-        scopes = self.keys.scopes_of(credentials.credentials)
+        scopes = keys.scopes_of(credentials.credentials)
         if not scopes:
             raise _unauthorized("the API key is not valid")
         if self.scope not in scopes:
@@ -61,7 +67,7 @@ async def refusal_of(request: Request) -> Response | None:
     if requirement is None:
         return None
     try:
-        requirement.check(await bearer(request))
+        requirement.check(api_keys(request), await bearer(request))
     except HTTPException as refusal:
         return await http_exception_handler(request, refusal)
     return None

@@ -3,7 +3,8 @@
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -86,23 +87,27 @@ async def _answer(send: Send, status: int, detail: str, close: bool) -> None:
 @dataclass
 class _Bucket:
     tokens: float
-    updated: float = field(default_factory=time.monotonic)
+    updated: float
 
 
 class RateLimiter:
     """Token buckets per key: ``burst`` requests at once, refilled at ``per_minute``.
 
-    Per proxy instance; several instances each allow the rate.
+    Per proxy instance; several instances each allow the rate. ``clock`` (monotonic
+    seconds) is injectable so a test decides how much time passes.
     """
 
-    def __init__(self, per_minute: float, burst: int) -> None:
+    def __init__(
+        self, per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.per_second = per_minute / 60.0
         self.burst = burst
+        self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
     def retry_after(self, key: str) -> float:
         """0 when ``key`` may proceed now (and takes a token), else seconds to wait."""
-        now = time.monotonic()
+        now = self._clock()
         bucket = self._buckets.setdefault(key, _Bucket(tokens=float(self.burst), updated=now))
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.per_second)
         bucket.updated = now

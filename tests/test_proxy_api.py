@@ -107,20 +107,6 @@ def test_a_body_over_the_limit_is_413(proxy: httpx.Client, recording: Path) -> N
     assert "larger than" in chunked.json()["detail"]
 
 
-def test_requests_beyond_the_rate_are_429_with_retry_after(
-    live_stack: Stack, recording: Path
-) -> None:
-    body = clip_body(recording, request_id="rate-1")
-    with proxy_client(live_stack.config, "operator") as operator:
-        answers = [operator.post("/v1/clip/request", json=body) for _ in range(80)]
-        assert wait_until_finished(operator, "rate-1")["status"] == "completed"
-    codes = [answer.status_code for answer in answers]
-    assert codes[:60] == [202] * 60  # the default burst
-    limited = next(answer for answer in answers if answer.status_code == 429)
-    assert int(limited.headers["Retry-After"]) >= 1
-    assert set(codes) == {202, 429}
-
-
 def test_a_request_is_queued_from_the_post_on_even_across_a_proxy_restart(
     live_stack: Stack, proxy: httpx.Client, recording: Path
 ) -> None:

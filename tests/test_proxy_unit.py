@@ -2,7 +2,8 @@
 
 The app runs on FastAPI's TestClient with an SQLite record of accepted requests; GCS is an
 empty bucket (every object 404), Prefect a loopback port that refuses connections, so a
-status answer that gets as far as Prefect is 503; Pub/Sub publishing is replaced by a stub.
+status answer that gets as far as Prefect is 503; the publisher (``proxy.deps``) is a
+stub that keeps what it was given, and the rate limiter runs on the test's clock.
 """
 
 import json
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -20,9 +22,11 @@ from fastapi.testclient import TestClient
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from pydantic import SecretStr
 
+from clipping.messages import NewClipRequest
 from clipping.settings import Settings
-from proxy import app as proxy_app
 from proxy.app import create_app
+from proxy.deps import get_limiter, get_publisher
+from proxy.limits import RateLimiter
 from proxy.openapi import openapi_yaml
 from proxy.settings import ProxySettings
 
@@ -83,18 +87,57 @@ def proxy_settings(tmp_path: Path) -> ProxySettings:
     )
 
 
+class StubPublisher:
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    async def publish(self, clip: NewClipRequest) -> str:
+        self.published.append(clip.request_id)
+        return f"message-{len(self.published)}"
+
+
+class ManualClock:
+    """Monotonic seconds that move only when the test says."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def publisher() -> StubPublisher:
+    return StubPublisher()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
 @pytest.fixture
 def make_client(
-    settings: Settings, empty_gcs: str, refused_port: int, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    empty_gcs: str,
+    refused_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+    publisher: StubPublisher,
+    clock: ManualClock,
 ) -> Iterator[MakeClient]:
     """``make_client(proxy_settings)``: the app on a TestClient, lifespan included."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", empty_gcs)
-    monkeypatch.setattr(proxy_app, "publish_model", lambda *args, **kwargs: "message-1")
     api_url = f"http://127.0.0.1:{refused_port}/api"
     with temporary_settings({PREFECT_API_URL: api_url}):
 
         def make(proxy_settings: ProxySettings) -> TestClient:
-            return TestClient(create_app(settings, proxy_settings))
+            app = create_app(settings, proxy_settings)
+            limiter = RateLimiter(
+                proxy_settings.requests_per_minute, proxy_settings.request_burst, clock
+            )
+            app.dependency_overrides[get_publisher] = lambda: publisher
+            app.dependency_overrides[get_limiter] = lambda: limiter
+            return TestClient(app)
 
         yield make
 
@@ -102,7 +145,7 @@ def make_client(
 @pytest.fixture
 def client(make_client: MakeClient, proxy_settings: ProxySettings) -> Iterator[TestClient]:
     with make_client(proxy_settings) as client:
-        assert str(client.app.state.prefect.api_url).startswith("http://127.0.0.1:")
+        assert str(client.app.state.services.prefect.api_url).startswith("http://127.0.0.1:")
         yield client
 
 
@@ -175,6 +218,40 @@ def test_a_caller_sees_only_its_own_requests_and_an_admin_every_one(
     assert theirs.status_code == 404
     assert theirs.json() == {"detail": "no clip request 'r1'"}
     assert never.status_code == 404
+
+
+def test_an_accepted_request_is_published_once(
+    client: TestClient, request_body: dict, publisher: StubPublisher
+) -> None:
+    for _ in range(3):
+        answer = client.post("/v1/clip/request", json=request_body, headers=_auth("m6"))
+        assert answer.status_code == 202
+        assert answer.json()["status_url"] == "http://testserver/v1/clip/r1/status"
+    assert publisher.published == ["r1"]
+
+
+def test_requests_beyond_the_burst_are_429_until_the_rate_refills(
+    make_client: MakeClient, proxy_settings: ProxySettings, request_body: dict, clock: ManualClock
+) -> None:
+    """Burst 3 at 6 a minute: a token every 10 s of the test's clock, per key."""
+    limited = proxy_settings.model_copy(update={"request_burst": 3, "requests_per_minute": 6})
+    with make_client(limited) as client:
+
+        def post(key: str = "m6") -> httpx.Response:
+            body = {**request_body, "request_id": f"{key}-1"}
+            return client.post("/v1/clip/request", json=body, headers=_auth(key))
+
+        assert [post().status_code for _ in range(3)] == [202, 202, 202]
+        refused = post()
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"] == "10"
+        assert refused.json() == {"detail": "too many clip requests with this key"}
+        assert post("operator").status_code == 202  # another key has its own bucket
+        clock.now += 9.0
+        assert post().headers["Retry-After"] == "1"
+        clock.now += 1.0
+        assert post().status_code == 202
+        assert post().status_code == 429
 
 
 def test_another_caller_cannot_repeat_a_request(client: TestClient, request_body: dict) -> None:

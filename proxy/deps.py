@@ -1,0 +1,62 @@
+"""What the endpoints depend on, as ``Annotated`` aliases: the one place to override them.
+
+Each dependency hands out one part of the app's ``Services`` (``proxy.services``), so a
+test swaps any of them with ``app.dependency_overrides[get_publisher] = ...``.
+"""
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from prefect.client.orchestration import PrefectClient
+from prefect.context import SettingsContext
+
+from clipping.outcomes import RequestOutcomes
+from clipping.settings import Settings
+from proxy.accepted import AcceptedRequests
+from proxy.access import Caller, RequireScope
+from proxy.auth import Scope
+from proxy.limits import RateLimiter
+from proxy.services import Publisher, services_of
+
+
+def get_settings(request: Request) -> Settings:
+    return services_of(request).settings
+
+
+def get_limiter(request: Request) -> RateLimiter:
+    return services_of(request).limiter
+
+
+def get_publisher(request: Request) -> Publisher:
+    return services_of(request).publisher
+
+
+def get_accepted(request: Request) -> AcceptedRequests:
+    accepted = services_of(request).accepted
+    assert accepted is not None, "the app is not running"
+    return accepted
+
+
+def get_outcomes(request: Request) -> RequestOutcomes:
+    outcomes = services_of(request).outcomes
+    assert outcomes is not None, "the app is not running"
+    return outcomes
+
+
+async def get_prefect(request: Request) -> AsyncIterator[PrefectClient]:
+    # An async dependency runs in the endpoint's context, so the settings hold there.
+    running = services_of(request)
+    assert running.prefect is not None, "the app is not running"
+    with SettingsContext(profile=running.profile, settings=running.prefect_settings):
+        yield running.prefect
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
+PublisherDep = Annotated[Publisher, Depends(get_publisher)]
+AcceptedDep = Annotated[AcceptedRequests, Depends(get_accepted)]
+OutcomesDep = Annotated[RequestOutcomes, Depends(get_outcomes)]
+PrefectDep = Annotated[PrefectClient, Depends(get_prefect)]
+ClipCaller = Annotated[Caller, Depends(RequireScope(Scope.CLIP))]
+AdminCaller = Annotated[Caller, Depends(RequireScope(Scope.ADMIN))]

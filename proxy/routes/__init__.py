@@ -1,0 +1,1 @@
+"""The proxy's endpoints, one ``APIRouter`` per resource."""

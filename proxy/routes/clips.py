@@ -1,0 +1,118 @@
+"""Clip requests (scope ``clip``): queue one, and answer its status.
+
+A caller sees only its own requests (404 for the others, like an unknown id), an admin
+every one.
+"""
+
+import asyncio
+import logging
+import math
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, Request, status
+from pydantic import BaseModel
+
+from clipping.messages import ClipState, ClipStatusReport, NewClipRequest
+from proxy.accepted import AcceptedRequests, RequestIdConflict
+from proxy.deps import (
+    AcceptedDep,
+    ClipCaller,
+    LimiterDep,
+    OutcomesDep,
+    PrefectDep,
+    PublisherDep,
+)
+from proxy.problems import not_found, problems
+from proxy.services import Publisher
+from proxy.status import find_run, report_for_run, report_of_outcome
+
+logger = logging.getLogger("clipping.proxy")
+router = APIRouter(prefix="/v1/clip", tags=["clips"])
+
+
+class ClipAccepted(BaseModel):
+    request_id: str
+    status: Literal[ClipState.QUEUED] = ClipState.QUEUED
+    status_url: str
+
+
+@router.post(
+    "/request",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problems(401, 403, 408, 409, 413, 422, 429, 503),
+)
+async def request_clip(
+    clip: NewClipRequest,
+    request: Request,
+    caller: ClipCaller,
+    accepted: AcceptedDep,
+    limiter: LimiterDep,
+    publisher: PublisherDep,
+) -> ClipAccepted:
+    """Queue a clip. Repeating a body with the same ``request_id`` answers the same.
+
+    An id another caller used is refused (409).
+    """
+    if wait := limiter.retry_after(caller.digest):
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "too many clip requests with this key",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+    try:
+        is_new = accepted.accept(clip, owner=caller.digest)
+    except RequestIdConflict:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "request_id was already used for a different request"
+        ) from None
+    if is_new:
+        await _publish(clip, accepted, publisher)
+    return ClipAccepted(
+        request_id=clip.request_id,
+        status_url=str(request.url_for("clip_status", request_id=clip.request_id)),
+    )
+
+
+async def _publish(clip: NewClipRequest, accepted: AcceptedRequests, publisher: Publisher) -> None:
+    try:
+        message_id = await publisher.publish(clip)
+    except Exception:
+        logger.exception("request %s: publishing failed", clip.request_id)
+        accepted.forget(clip.request_id)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "the request could not be queued; retry later"
+        ) from None
+    logger.info("request %s queued as message %s", clip.request_id, message_id)
+
+
+@router.get(
+    "/{request_id}/status",
+    name="clip_status",
+    responses=problems(401, 403, 404, 408, 413, 503),
+)
+async def clip_status(
+    request_id: str,
+    caller: ClipCaller,
+    accepted: AcceptedDep,
+    outcomes: OutcomesDep,
+    prefect: PrefectDep,
+) -> ClipStatusReport:
+    """``queued``, ``processing`` (with progress), ``completed`` or ``failed``.
+
+    Only the caller's own requests; an admin sees every one.
+    """
+    # Another caller's request is answered like an unknown one: no status, no URL.
+    if not caller.is_admin and accepted.owner(request_id) != caller.digest:
+        raise _unknown_request(request_id)
+    if (outcome := await asyncio.to_thread(outcomes.read, request_id)) is not None:
+        return report_of_outcome(request_id, outcome)
+    run = await find_run(prefect, request_id)
+    if run is not None:
+        return await report_for_run(prefect, request_id, run)
+    if request_id in accepted:
+        return ClipStatusReport(request_id=request_id, status=ClipState.QUEUED)
+    raise _unknown_request(request_id)
+
+
+def _unknown_request(request_id: str) -> HTTPException:
+    return not_found(f"no clip request {request_id!r}")

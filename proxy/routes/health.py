@@ -1,0 +1,10 @@
+"""``GET /health``: open, for load balancers and ``clipctl``."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
