@@ -28,16 +28,19 @@ status: $(STAMP)
 
 test: $(STAMP)  ## the whole suite: unit tests and the end-to-end test on its own stack
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 check: $(STAMP)  ## the inner loop: lint and every test that starts no stack
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not e2e"
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff and the type checker
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 clean: down
 	rm -rf .stack

@@ -8,13 +8,12 @@ which puts the first audible sample exactly at the first video frame.
 
 import collections
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 
 import av
 
 from cutting.errors import CutError
-from cutting.probe import open_media, origin_seconds, packets_from, to_ticks
+from cutting.probe import open_media, origin_seconds, packets_from, pts_of, time_base_of, to_ticks
 
 _PRE_ROLL_PACKETS = 2  # the packet containing the cut instant and the one before it
 
@@ -35,14 +34,14 @@ def audio_packets(
     with open_media(source) as container:
         stream = container.streams.audio[index]
         origin = origin_seconds(container)
-        time_base: Fraction = stream.time_base
+        time_base = time_base_of(stream)
         start = to_ticks(start_seconds + origin, time_base)
         end = to_ticks(end_seconds + origin, time_base)
         frame = to_ticks(1024 / stream.codec_context.sample_rate, time_base)
         for packet in _between(
             packets_from(container, stream, start - frame, keyframe=False), start, end
         ):
-            packet.pts -= start
+            packet.pts = pts_of(packet) - start
             packet.dts = packet.pts
             yield packet
 
@@ -50,12 +49,12 @@ def audio_packets(
 def _between(packets: Iterator[av.Packet], start: int, end: int) -> Iterator[av.Packet]:
     pre_roll: collections.deque[av.Packet] = collections.deque(maxlen=_PRE_ROLL_PACKETS)
     for packet in packets:
-        if packet.pts <= start:
+        if pts_of(packet) <= start:
             pre_roll.append(packet)
             continue
         yield from pre_roll
         pre_roll.clear()
-        if packet.pts >= end:
+        if pts_of(packet) >= end:
             return
         yield packet
     yield from pre_roll

@@ -8,7 +8,6 @@ sources that cannot be spliced).
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av.container
@@ -29,6 +28,7 @@ from cutting.probe import (
     frame_seconds,
     keyframes_around,
     open_media,
+    time_base_of,
     to_ticks,
 )
 from cutting.recorded import LiveWait, wait_until_recorded
@@ -229,20 +229,20 @@ def _exact(
     output: Path,
     report: Callable[[float], None],
 ) -> _Written:
-    for stream in container.streams.audio:
-        check_audio(stream)
+    for track in container.streams.audio:
+        check_audio(track)
     stream = container.streams.video[0]
+    time_base = time_base_of(stream)
     video = cut_video(
         container,
         stream,
-        to_ticks(start + info.origin_seconds, stream.time_base),
-        to_ticks(end + info.origin_seconds, stream.time_base),
+        to_ticks(start + info.origin_seconds, time_base),
+        to_ticks(end + info.origin_seconds, time_base),
         mode=video_mode,
         on_progress=lambda percent: report(percent * _CUT_SHARE / 100),
     )
     digests = write_mp4(output, video, list(container.streams.audio), source, end)
     assert video.first_pts is not None and video.end_pts is not None
-    time_base: Fraction = stream.time_base
     first = float(video.first_pts * time_base)
     expected = float((video.end_pts - video.first_pts) * time_base)
     half_frame = frame_seconds(stream) / 2

@@ -13,11 +13,14 @@ from fractions import Fraction
 import av
 import av.stream
 from av.codec.context import Flags
+from av.container import InputContainer
 from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType
+from av.video.stream import VideoStream
 
 from cutting.errors import CutError
 from cutting.nal import Codec
+from cutting.probe import time_base_of
 
 # Quality and speed of re-encoded video: CRF 18 is visually lossless; the bit rate is capped
 # at 1.5x the source's so a noisy picture neither bloats the clip nor breaks the source's
@@ -69,6 +72,7 @@ class EncoderSettings:
 
     def open(self) -> VideoCodecContext:
         encoder = av.CodecContext.create(self.encoder_name, "w")
+        assert isinstance(encoder, VideoCodecContext), f"{self.encoder_name} is a video encoder"
         return self.open_as(encoder)
 
     def open_as(self, encoder: VideoCodecContext) -> VideoCodecContext:
@@ -92,9 +96,7 @@ class EncoderSettings:
         return encoder
 
 
-def splice_settings(
-    codec: Codec, source: av.stream.Stream, parameter_set_id: int
-) -> EncoderSettings:
+def splice_settings(codec: Codec, source: VideoStream, parameter_set_id: int) -> EncoderSettings:
     """An encoder whose pictures can be spliced into ``source``'s own bitstream."""
     context = source.codec_context
     level = context.level if context.level and context.level > 0 else 0
@@ -112,12 +114,12 @@ def splice_settings(
     return _settings(codec, source, options, level if codec is Codec.H264 else 0)
 
 
-def full_settings(codec: Codec, source: av.stream.Stream) -> EncoderSettings:
+def full_settings(codec: Codec, source: VideoStream) -> EncoderSettings:
     """An ordinary encoder for a whole clip, in the source's codec."""
     return _settings(codec, source, _options(codec, FULL_PRESET, _rate_cap(source)), level=0)
 
 
-def web_settings(source: av.stream.Stream) -> EncoderSettings:
+def web_settings(source: VideoStream) -> EncoderSettings:
     """An H.264 encoder for a whole clip that every browser plays, whatever the source."""
     options = _options(Codec.H264, WEB_PRESET, _rate_cap(source, _WEB_MAX_RATE_OVER_SOURCE))
     options |= {"profile": "high", "crf": WEB_CRF}
@@ -132,9 +134,11 @@ def _options(codec: Codec, preset: str, params: list[str]) -> dict[str, str]:
     return {"crf": CRF, "preset": preset, name: ":".join(params)}
 
 
-def _rate_cap(source: av.stream.Stream, over_source: float = _MAX_RATE_OVER_SOURCE) -> list[str]:
+def _rate_cap(source: VideoStream, over_source: float = _MAX_RATE_OVER_SOURCE) -> list[str]:
     """x264/x265 VBV parameters (kbit/s) capping the rate relative to the source's."""
-    bit_rate = source.bit_rate or source.container.bit_rate
+    container = source.container
+    container_rate = container.bit_rate if isinstance(container, InputContainer) else None
+    bit_rate = source.bit_rate or container_rate
     if not bit_rate:
         return []
     max_rate = round(bit_rate * over_source / 1000)
@@ -142,10 +146,12 @@ def _rate_cap(source: av.stream.Stream, over_source: float = _MAX_RATE_OVER_SOUR
 
 
 def _settings(
-    codec: Codec, source: av.stream.Stream, options: dict[str, str], level: int
+    codec: Codec, source: VideoStream, options: dict[str, str], level: int
 ) -> EncoderSettings:
     context = source.codec_context
-    vui = {
+    if context.pix_fmt is None:
+        raise CutError("the source's video has no known pixel format")
+    vui: dict[str, object] = {
         "color_range": context.color_range,
         "color_primaries": context.color_primaries,
         "color_trc": context.color_trc,
@@ -158,7 +164,7 @@ def _settings(
         width=context.width,
         height=context.height,
         pix_fmt=context.pix_fmt,
-        time_base=source.time_base,
+        time_base=time_base_of(source),
         frame_rate=source.average_rate or source.guessed_rate or Fraction(30),
         vui=vui,
         options=options,

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import av
 import av.container
+from av.video.stream import VideoStream
 
 from cutting.audio import audio_packets
 from cutting.errors import CutError
 from cutting.nal import split_annexb
+from cutting.probe import frame_seconds, time_base_of
 from cutting.smart import OutputPacket, VideoCut
 from cutting.verify import PacketDigest, packet_digest
 
@@ -61,31 +63,36 @@ def _write(
         for number, stream in enumerate(audio_outs)
     ]
     streams = [itertools.chain([first], video_packets), *audio]
-    for packet in heapq.merge(*streams, key=lambda p: float(p.dts * p.time_base)):
+    for packet in heapq.merge(*streams, key=_decode_seconds):
         mp4.mux(packet)
 
 
-def _video_stream(mp4: av.container.OutputContainer, video: VideoCut) -> av.stream.Stream:
+def _decode_seconds(packet: av.Packet) -> float:
+    # Every packet muxed here has both (ours are built with them, audio keeps the source's).
+    assert packet.dts is not None and packet.time_base is not None
+    return float(packet.dts * packet.time_base)
+
+
+def _video_stream(mp4: av.container.OutputContainer, video: VideoCut) -> VideoStream:
     """The clip's video stream: the source's codec parameters with the cut's parameter sets,
     or (video re-encoded into another codec) an encoder opened like the cut's own."""
     if video.transcoded_with is None:
         stream = mp4.add_stream_from_template(video.stream)
         stream.codec_context.extradata = video.extradata
         return stream
-    stream = mp4.add_stream(video.transcoded_with.encoder_name)
-    video.transcoded_with.open_as(stream.codec_context)
-    stream.time_base = video.transcoded_with.time_base
-    if stream.codec_context.extradata != video.extradata:
+    encoded = mp4.add_stream(video.transcoded_with.encoder_name)
+    assert isinstance(encoded, VideoStream), "the transcoding encoder is a video encoder"
+    video.transcoded_with.open_as(encoded.codec_context)
+    encoded.time_base = video.transcoded_with.time_base
+    if encoded.codec_context.extradata != video.extradata:
         raise CutError("the muxer's encoder produced other parameter sets than the cut's")
-    return stream
+    return encoded
 
 
 def _video_packets(
     video: VideoCut, stream: av.stream.Stream, digests: list[PacketDigest]
 ) -> Iterator[av.Packet]:
-    frame_ticks = round(
-        1 / ((video.stream.average_rate or video.stream.guessed_rate) * video.stream.time_base)
-    )
+    frame_ticks = round(frame_seconds(video.stream) / time_base_of(video.stream))
     for cut in video.packets:
         # The MP4 muxer stores Annex B NAL units with 4-byte lengths instead of start codes.
         stored = b"".join(len(nal).to_bytes(4) + nal for nal in split_annexb(cut.data))
@@ -101,7 +108,7 @@ def _packet(
     packet.pts = cut.pts - video.first_pts
     packet.dts = cut.dts - video.first_pts
     packet.duration = frame_ticks
-    packet.time_base = video.stream.time_base
+    packet.time_base = time_base_of(video.stream)
     packet.is_keyframe = cut.keyframe
     packet.stream = stream
     return packet

@@ -1,5 +1,6 @@
 """Poster frame: a JPEG of a clip's first frame, shown before the clip plays."""
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -28,7 +29,7 @@ def _encode_jpeg(frame: av.VideoFrame) -> bytes:
     encoder = av.CodecContext.create("mjpeg", "w")
     encoder.width, encoder.height = frame.width, frame.height
     encoder.pix_fmt = "yuvj420p"
-    encoder.time_base = frame.time_base or 1
+    encoder.time_base = frame.time_base or Fraction(1)
     encoder.qmin = encoder.qmax = _JPEG_QUALITY
     image = frame.reformat(format="yuvj420p")
     image.pts = 0

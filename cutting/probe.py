@@ -14,6 +14,7 @@ from pathlib import Path
 
 import av
 import av.container
+import av.frame
 import av.stream
 
 from cutting.errors import CutError
@@ -81,7 +82,7 @@ def open_container(path: Path, name: str | None = None) -> av.container.InputCon
 def _mp4_without_index(path: Path) -> bool:
     """An ISO media file (``ftyp`` first) whose top-level boxes hold no ``moov``."""
     with path.open("rb") as file:
-        boxes = []
+        boxes: list[bytes] = []
         while len(boxes) < _MAX_TOP_LEVEL_BOXES:
             header = file.read(8)
             if len(header) < 8:
@@ -128,9 +129,9 @@ def describe(container: av.container.InputContainer, name: str | None = None) ->
     if not container.streams.video:
         raise CutError(f"source has no video stream: {name}")
     video = container.streams.video[0]
-    known = container.duration is not None and container.duration > 0
+    duration = container.duration
     return MediaInfo(
-        duration_seconds=container.duration / av.time_base if known else None,
+        duration_seconds=duration / av.time_base if duration is not None and duration > 0 else None,
         origin_seconds=origin_seconds(container),
         format_name=container.format.name,
         video_codec=video.codec_context.name,
@@ -157,21 +158,36 @@ def keyframes_around(container: av.container.InputContainer, seconds: float) -> 
     """``keyframes_near`` on an open container."""
     video = container.streams.video[0]
     origin = origin_seconds(container)
-    target = to_ticks(seconds + origin, video.time_base)
+    time_base = time_base_of(video)
+    target = to_ticks(seconds + origin, time_base)
     packets = packets_from(container, video, target, keyframe=True)
-    keyframes = (packet for packet in packets if packet.is_keyframe)
+    keyframes: Iterator[av.Packet] = (packet for packet in packets if packet.is_keyframe)
     first = next(keyframes, None)
-    if first is not None and first.pts > target:
+    if first is not None and pts_of(first) > target:
         keyframes, first = itertools.chain([first], keyframes), None
     after = next(keyframes, None)
     return KeyframesNear(
-        at_or_before=_seconds_or_none(first, video.time_base, origin),
-        after=_seconds_or_none(after, video.time_base, origin),
+        at_or_before=_seconds_or_none(first, time_base, origin),
+        after=_seconds_or_none(after, time_base, origin),
     )
 
 
 def _seconds_or_none(packet: av.Packet | None, time_base: Fraction, origin: float) -> float | None:
-    return None if packet is None else float(packet.pts * time_base) - origin
+    return None if packet is None else float(pts_of(packet) * time_base) - origin
+
+
+def time_base_of(stream: av.stream.Stream) -> Fraction:
+    """``stream``'s time base: PyAV types it optional, a demuxed stream always has one."""
+    if stream.time_base is None:
+        raise CutError(f"the source's {stream.type} stream has no time base")
+    return stream.time_base
+
+
+def pts_of(item: av.Packet | av.frame.Frame) -> int:
+    """A packet's or frame's timestamp; ``demuxed`` yields only packets that have one."""
+    if item.pts is None:
+        raise CutError("the source has a packet or frame without a timestamp")
+    return item.pts
 
 
 def frame_seconds(stream: av.stream.Stream) -> float:
@@ -196,10 +212,10 @@ def packets_from(
     ``target``; starts at the stream's beginning when nothing is at or before ``target``.
     """
     for back_off in _SEEK_BACK_OFFS:
-        seek_to = target - to_ticks(back_off, stream.time_base)
+        seek_to = target - to_ticks(back_off, time_base_of(stream))
         packets = _packets_after_seek(container, stream, seek_to, keyframe, target)
         first = next(packets, None)
-        if first is not None and first.pts <= target:
+        if first is not None and pts_of(first) <= target:
             return itertools.chain([first], packets)
     return _packets_after_seek(container, stream, None, keyframe, target)
 
@@ -245,12 +261,13 @@ def from_last_keyframe(packets: Iterator[av.Packet], target: int) -> Iterator[av
     """
     held: list[av.Packet] = []
     for packet in packets:
-        if packet.is_keyframe and (packet.pts <= target or not held):
+        if packet.is_keyframe and (pts_of(packet) <= target or not held):
             held = [packet]
-        elif held and packet.pts >= held[0].pts:
+        elif held and pts_of(packet) >= pts_of(held[0]):
             held.append(packet)
-        if held and packet.pts > target:
+        if held and pts_of(packet) > target:
             break
     yield from held
     if held:
-        yield from (packet for packet in packets if packet.pts >= held[0].pts)
+        first = pts_of(held[0])
+        yield from (packet for packet in packets if pts_of(packet) >= first)

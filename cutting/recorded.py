@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import av
 import av.container
 import av.stream
+from av.video.stream import VideoStream
 
 from clipping.nas import OpenRecording
 from cutting.errors import CutError
@@ -33,6 +34,8 @@ from cutting.probe import (
     open_container,
     origin_seconds,
     packets_from,
+    pts_of,
+    time_base_of,
     to_ticks,
 )
 
@@ -66,20 +69,21 @@ def recorded_end(container: av.container.InputContainer, wanted_end: float) -> f
     the end of its last decodable picture, which may be before or a little after it."""
     video = container.streams.video[0]
     origin = origin_seconds(container)
-    target = to_ticks(wanted_end + origin, video.time_base)
+    time_base = time_base_of(video)
+    target = to_ticks(wanted_end + origin, time_base)
     gop: list[av.Packet] = []
     past_end = 0
     for packet in packets_from(container, video, target, keyframe=True):
         if packet.is_keyframe:
             gop = []
         gop.append(packet)
-        if past_end or packet.pts >= target:
+        if past_end or pts_of(packet) >= target:
             past_end += 1
         if past_end > _PACKETS_PAST_END:
             return None
     if not gop:
         return 0.0
-    return float(_decodable_end(video, gop) * video.time_base) - origin
+    return float(_decodable_end(video, gop) * time_base) - origin
 
 
 def audio_recorded(container: av.container.InputContainer, wanted_end: float) -> bool:
@@ -87,12 +91,12 @@ def audio_recorded(container: av.container.InputContainer, wanted_end: float) ->
     packet follows it (a fragmented MP4 writes a fragment's video before its sound)."""
     origin = origin_seconds(container)
     for stream in container.streams.audio:
-        target = to_ticks(wanted_end + origin, stream.time_base)
+        target = to_ticks(wanted_end + origin, time_base_of(stream))
         at_end = False
         for packet in packets_from(container, stream, target, keyframe=False):
             if at_end:
                 break
-            at_end = packet.pts >= target
+            at_end = pts_of(packet) >= target
         else:
             return False
     return True
@@ -104,7 +108,8 @@ def audio_decodable_end(container: av.container.InputContainer, near: float) -> 
     origin = origin_seconds(container)
     end = near
     for stream in container.streams.audio:
-        target = to_ticks(near - 1.0 + origin, stream.time_base)
+        time_base = time_base_of(stream)
+        target = to_ticks(near - 1.0 + origin, time_base)
         context = stream.codec_context
         good: int | None = None
         with ffmpeg_errors() as errors:
@@ -115,18 +120,18 @@ def audio_decodable_end(container: av.container.InputContainer, near: float) -> 
                     break
                 if errors:
                     break
-                good = packet.pts + (packet.duration or 0)
+                good = pts_of(packet) + (packet.duration or 0)
         if good is not None:
-            end = min(end, float(good * stream.time_base) - origin)
+            end = min(end, float(good * time_base) - origin)
     return end
 
 
-def _decodable_end(video: av.stream.Stream, gop: list[av.Packet]) -> int:
+def _decodable_end(video: VideoStream, gop: list[av.Packet]) -> int:
     """The pts where the pictures of ``gop`` (from its keyframe) stop decoding cleanly."""
     context = video.codec_context
     # Slice threads report an error inside the call that decodes the broken packet.
     context.thread_type = "SLICE"
-    keyframe_pts = gop[0].pts
+    keyframe_pts = pts_of(gop[0])
     decoded: list[int] = []
     broken_pts: int | None = None
     with ffmpeg_errors() as errors:
@@ -137,10 +142,10 @@ def _decodable_end(video: av.stream.Stream, gop: list[av.Packet]) -> int:
             except av.FFmpegError:
                 frames, broken = [], True
             if broken:
-                broken_pts = keyframe_pts if packet is None else packet.pts
+                broken_pts = keyframe_pts if packet is None else pts_of(packet)
                 break
             decoded += [frame.pts for frame in frames if frame.pts is not None]
-    frame_ticks = frame_seconds(video) / float(video.time_base)
+    frame_ticks = frame_seconds(video) / float(time_base_of(video))
     end = keyframe_pts
     for pts in sorted(pts for pts in decoded if pts >= keyframe_pts):
         if pts > end + frame_ticks / 2 or (broken_pts is not None and pts >= broken_pts):

@@ -22,6 +22,7 @@ from enum import Enum
 import av
 import av.container
 import av.stream
+from av.video.stream import VideoStream
 
 from cutting.encode import EncoderSettings, encode, full_settings, splice_settings, web_settings
 from cutting.errors import CutError
@@ -40,7 +41,7 @@ from cutting.nal import (
     split_length_prefixed,
     without_stream_headers,
 )
-from cutting.probe import origin_seconds, packets_from
+from cutting.probe import origin_seconds, packets_from, pts_of, time_base_of
 
 # Packets looked at to measure the source's reorder depth (H.264 allows up to 16).
 _REORDER_WINDOW = 48
@@ -83,7 +84,7 @@ class VideoCut:
     """Packets of the cut video in decode order; ``first_pts``/``end_pts`` once known."""
 
     codec: Codec
-    stream: av.stream.Stream
+    stream: VideoStream
     origin_seconds: float
     extradata: bytes
     codec_tag: str
@@ -100,10 +101,10 @@ class VideoCut:
     def first_seconds(self) -> float:
         """Recording time of the first frame (known once the first packet is out)."""
         assert self.first_pts is not None
-        return float(self.first_pts * self.stream.time_base) - self.origin_seconds
+        return float(self.first_pts * time_base_of(self.stream)) - self.origin_seconds
 
 
-def source_codec(stream: av.stream.Stream) -> Codec:
+def source_codec(stream: VideoStream) -> Codec:
     name = stream.codec_context.name
     try:
         return Codec(name)
@@ -114,7 +115,7 @@ def source_codec(stream: av.stream.Stream) -> Codec:
 class _Source:
     """The source video stream as access units in decode order, from a keyframe."""
 
-    def __init__(self, container: av.container.InputContainer, stream: av.stream.Stream) -> None:
+    def __init__(self, container: av.container.InputContainer, stream: VideoStream) -> None:
         self.stream = stream
         self.codec = source_codec(stream)
         extradata = stream.codec_context.extradata or b""
@@ -122,7 +123,7 @@ class _Source:
             self.codec, extradata
         )
         self.frame_ticks = 1 / (
-            (stream.average_rate or stream.guessed_rate or 30) * stream.time_base
+            (stream.average_rate or stream.guessed_rate or 30) * time_base_of(stream)
         )
         self.container = container
 
@@ -141,7 +142,7 @@ class _Source:
         return Unit(
             packet=packet,
             nals=nals,
-            pts=packet.pts,
+            pts=pts_of(packet),
             keyframe=packet.is_keyframe,
             reference=may_be_referenced(self.codec, nals),
         )
@@ -200,11 +201,14 @@ class _Encoder:
         return [self._output(packet) for packet in encode(self._context, frame)]
 
     def _output(self, packet: av.Packet) -> OutputPacket:
-        dts = packet.dts if self._rewrite_dts is None else self._rewrite_dts(packet.pts)
+        pts = pts_of(packet)
+        dts = packet.dts if self._rewrite_dts is None else self._rewrite_dts(pts)
+        if dts is None:
+            raise CutError("the encoder gave a packet without a decode timestamp")
         data = bytes(packet)
         if self._hevc_ids is not None:
             data = join_annexb(self._renumbered(split_annexb(data)))
-        return OutputPacket(data, packet.pts, dts, packet.is_keyframe)
+        return OutputPacket(data, pts, dts, packet.is_keyframe)
 
     def _renumbered(self, nals: list[bytes]) -> list[bytes]:
         ids = self._hevc_ids
@@ -214,7 +218,7 @@ class _Encoder:
 class _Decoder:
     """The source's decoder; any error it reports (even one it conceals) fails the cut."""
 
-    def __init__(self, stream: av.stream.Stream) -> None:
+    def __init__(self, stream: VideoStream) -> None:
         self._context = stream.codec_context
         self._context.thread_type = "AUTO"
 
@@ -242,7 +246,7 @@ class _Decoder:
 
 def cut_video(
     container: av.container.InputContainer,
-    stream: av.stream.Stream,
+    stream: VideoStream,
     start: int,
     end: int,
     *,
@@ -344,7 +348,7 @@ class _Cutter:
         return self._end if self._splice_unit is None else self._splice_unit.pts
 
     def _in_head(self, frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
-        return [frame for frame in frames if self._start <= frame.pts < self._head_limit()]
+        return [frame for frame in frames if self._start <= pts_of(frame) < self._head_limit()]
 
     def _is_splice_unit(self, unit: Unit) -> bool:
         return (
@@ -355,11 +359,12 @@ class _Cutter:
         )
 
     def _take_frame(self, encoder: _Encoder, frame: av.VideoFrame) -> list[OutputPacket]:
+        pts = pts_of(frame)
         if self._cut.first_pts is None:
-            self._cut.first_pts = frame.pts
+            self._cut.first_pts = pts
         self._cut.head_frames += 1
-        self._last_pts = frame.pts
-        self._progress(frame.pts)
+        self._last_pts = pts
+        self._progress(pts)
         return encoder.add(frame)
 
     def _new_encoder(self) -> _Encoder:

@@ -24,7 +24,7 @@ import av.logging
 
 from cutting.errors import CutError
 from cutting.logs import LogEntry, ffmpeg_errors
-from cutting.probe import frame_seconds
+from cutting.probe import frame_seconds, time_base_of
 
 # Frames decoded after each checkpoint: more than any reorder delay, so references resolve.
 _FRAMES_PER_CHECK = 12
@@ -81,7 +81,7 @@ def _verify(
     stream = container.streams.video[0]
     if not stream.frames or not stream.duration:
         raise CutError("the cut clip failed verification: it has no video frames")
-    duration = float(stream.duration * stream.time_base)
+    duration = float(stream.duration * time_base_of(stream))
     one_frame = duration / stream.frames
     shortest, longest = expected_seconds
     if not shortest <= duration <= longest:
@@ -159,7 +159,8 @@ def _decoded(
     decoded: list[av.VideoFrame] = []
     after = 0
     try:
-        container.seek(round(checkpoint / stream.time_base), stream=stream, backward=True)
+        ticks = round(checkpoint / time_base_of(stream))
+        container.seek(ticks, stream=stream, backward=True)
         for frame in container.decode(stream):
             _note_corrupt(frame, errors)
             decoded.append(frame)
