@@ -101,7 +101,7 @@ class RequestListener:
         self.deployment_id = deployment_id
         self.outcomes = outcomes
         self._dead_letter_topic = settings.topic_path(settings.dead_letter_topic)
-        self._publish_dead_letter = park or publish_data
+        self._publish_dead_letter: Callable[..., str] = park or publish_data
         self._sleep = sleep
         # Run creation is serialised: concurrent writes on a SQLite-backed server fail
         # with "database is locked", and one create takes ~15 ms anyway.

@@ -97,7 +97,9 @@ class _RecordingStatus:
     ) -> None:
         self._status, self._pids, self._flow_run_id = status, pids, flow_run_id
 
-    def started(self, value: int) -> None:
+    def started(self, value: int | None = None) -> None:
+        if value is None:  # anyio's TaskStatus allows it; ProcessWorker always passes the pid
+            raise RuntimeError(f"flow run {self._flow_run_id} started without a process id")
         self._pids[self._flow_run_id] = value
         self._status.started(value)
 

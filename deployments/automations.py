@@ -23,6 +23,7 @@ from uuid import UUID
 
 from prefect.automations import Automation, ChangeFlowRunState, EventTrigger, Posture
 from prefect.client.schemas.objects import StateType
+from prefect.events.schemas.automations import ResourceSpecificationDict
 
 from flows.liveness import ALIVE_EVENT, ALIVE_WITHIN
 
@@ -38,11 +39,15 @@ _LATER_STATES = {
 
 
 def _reschedule(message: str) -> ChangeFlowRunState:
-    return ChangeFlowRunState(state=StateType.SCHEDULED, name="AwaitingRetry", message=message)
+    return ChangeFlowRunState(
+        state=StateType.SCHEDULED, name="AwaitingRetry", message=message, force=False
+    )
 
 
 def recovery_automations(deployment_id: UUID) -> list[Automation]:
-    of_clip_runs = {"prefect.resource.id": f"prefect.deployment.{deployment_id}"}
+    of_clip_runs: ResourceSpecificationDict = {
+        "prefect.resource.id": f"prefect.deployment.{deployment_id}"
+    }
     return [
         Automation(
             name="clip-hand: rerun crashed runs",
@@ -73,8 +78,10 @@ def recovery_automations(deployment_id: UUID) -> list[Automation]:
             actions=[
                 ChangeFlowRunState(
                     state=StateType.CRASHED,
+                    name=None,
                     message=f"no liveness beat for {ALIVE_WITHIN.total_seconds():g} s "
                     "(worker or host lost)",
+                    force=False,
                 )
             ],
         ),
@@ -99,7 +106,8 @@ def recovery_automations(deployment_id: UUID) -> list[Automation]:
 def ensure_recovery_automations(deployment_id: UUID) -> None:
     for wanted in recovery_automations(deployment_id):
         try:
-            existing = Automation.read(name=wanted.name)
+            # Prefect types read's overloads as async; called sync it returns the automation.
+            existing: Automation = Automation.read(name=wanted.name)  # type: ignore[assignment]
         except ValueError:
             wanted.create()
             logger.info("created automation %r", wanted.name)

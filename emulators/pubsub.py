@@ -47,7 +47,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -399,7 +399,7 @@ class PubSubEmulator:
         self, sub: _Subscription, limit: int, deadline: int, stream: _Stream | None = None
     ) -> list[types.ReceivedMessage]:
         """Lease up to ``limit`` backlog messages (as far as the stream's flow control allows)."""
-        received = []
+        received: list[types.ReceivedMessage] = []
         dead_letter = bool(sub.proto.dead_letter_policy.dead_letter_topic)
         while sub.backlog and len(received) < limit and (stream is None or stream.has_room()):
             delivery = sub.backlog.popleft()
@@ -470,14 +470,14 @@ class PubSubEmulator:
                 for sub in self._subscriptions.values():
                     self._nack(sub, [a for a, lease in sub.leases.items() if lease.deadline <= now])
 
-    def _ack(self, sub: _Subscription, ack_ids: list[str]) -> None:
+    def _ack(self, sub: _Subscription, ack_ids: Sequence[str]) -> None:
         for ack_id in ack_ids:
             _check_ack_id(sub, ack_id)
         released = [self._release(sub, ack_id) for ack_id in ack_ids]
         if acked := [delivery.message for delivery in released if delivery]:
             self._write(_ids_record("done", sub, acked))
 
-    def _modify(self, sub: _Subscription, ack_ids: list[str], seconds: list[int]) -> None:
+    def _modify(self, sub: _Subscription, ack_ids: Sequence[str], seconds: Sequence[int]) -> None:
         if len(ack_ids) != len(seconds):
             raise _Error(
                 grpc.StatusCode.INVALID_ARGUMENT,

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+from uuid import UUID
 
 from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import (
@@ -133,7 +134,11 @@ class ProgressArtifact:
 
     def __init__(self, description: str) -> None:
         self._description = description
-        self._id = create_progress_artifact(progress=0.0, description=description)
+        artifact_id = create_progress_artifact(progress=0.0, description=description)
+        if not isinstance(artifact_id, UUID):  # a coroutine: dispatched to the async variant
+            artifact_id.close()
+            raise RuntimeError("ProgressArtifact needs a sync task: Prefect chose its async API")
+        self._id = artifact_id
         self._shown, self._shown_at = 0.0, time.monotonic()
         self._phase_shown_at = -PHASE_INTERVAL_SECONDS
 

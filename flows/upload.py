@@ -76,7 +76,7 @@ def _send(
                 timeout=TIMEOUT_S,
             )
         except requests.RequestException as error:
-            response, problem = None, f"{type(error).__name__}: {error}"
+            problem = f"{type(error).__name__}: {error}"
         else:
             if response.status_code in (200, 201):
                 return response.json()

@@ -38,7 +38,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prefect.client.orchestration import get_client
-from prefect.context import SettingsContext
+from prefect.context import SettingsContext, get_settings_context
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, get_current_settings
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -107,7 +107,7 @@ def create_app(
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the request store, the outcome records and the Prefect client; reconcile."""
     services: Services = app.state.services
-    services.profile = SettingsContext.get().profile
+    services.profile = get_settings_context().profile
     services.accepted = AcceptedRequests(services.proxy_settings.database_url)
     services.outcomes = RequestOutcomes.from_settings(services.settings)
     async with get_client() as prefect:

@@ -76,4 +76,6 @@ async def _progress_of(prefect: PrefectClient, run: FlowRun) -> tuple[float | No
     if not artifacts:
         return None, None
     progress = artifacts[0]
+    if isinstance(progress.data, dict):
+        raise TypeError(f"progress artifact {progress.id} holds {progress.data!r}, not a percent")
     return (None if progress.data is None else float(progress.data)), progress.description
