@@ -22,10 +22,9 @@ COPY blocks ./blocks
 COPY deployments ./deployments
 COPY agent_pool ./agent_pool
 COPY proxy ./proxy
-COPY emulators ./emulators
-COPY stack ./stack
 COPY clipctl ./clipctl
-RUN pip install . && useradd --system --no-create-home proxy
+# The proxy's extra only: no PyAV, no ffmpeg binary, no prefect-gcp.
+RUN pip install ".[proxy]" && useradd --system --no-create-home proxy
 USER proxy
 
 # Cloud Run sets PORT (8080 unless configured otherwise).

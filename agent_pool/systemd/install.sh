@@ -56,6 +56,7 @@ die() {
 DRY_RUN=0
 RESTART=0
 UNITS=()
+EXTRAS=()
 NEEDS_TEMPLATE=0
 while (($#)); do
     case "$1" in
@@ -70,15 +71,16 @@ while (($#)); do
             CHECKOUT="$(cd "$2" && pwd)" || die "no directory $2"
             shift
             ;;
-        server) UNITS+=(prefect-server.service) ;;
-        listener) UNITS+=(clipping-listener.service) ;;
-        proxy) UNITS+=(clipping-proxy.service) ;;
+        server) UNITS+=(prefect-server.service) EXTRAS+=(worker) ;;
+        listener) UNITS+=(clipping-listener.service) EXTRAS+=(worker) ;;
+        proxy) UNITS+=(clipping-proxy.service) EXTRAS+=(proxy) ;;
         worker)
             (($# >= 2)) || die "worker needs an agent id, e.g. 'worker nas-server-01'"
             # The id names the unit instance and the Prefect worker: keep it to safe characters.
             [[ "$2" =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$ ]] ||
                 die "invalid agent id '$2' (letters, digits, '.', '_', '-')"
             UNITS+=("clipping-worker@$2.service")
+            EXTRAS+=(worker)
             NEEDS_TEMPLATE=1
             shift
             ;;
@@ -91,6 +93,8 @@ done
     die "$CHECKOUT is not a checkout of the clipping service"
 # The same unit named twice (e.g. 'worker a worker a') is installed once.
 mapfile -t UNITS < <(printf '%s\n' "${UNITS[@]}" | awk '!seen[$0]++')
+# The roles' dependency sets (pyproject's extras), e.g. "worker,proxy".
+EXTRAS_SPEC="$(printf '%s\n' "${EXTRAS[@]}" | sort -u | paste -sd, -)"
 
 # Prints each command; runs it unless --dry-run.
 run() {
@@ -143,7 +147,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     run "$PYTHON" -m venv "$VENV"
 fi
 run "$VENV/bin/python" -m pip install --quiet --upgrade pip
-run "$VENV/bin/python" -m pip install --quiet "$SRC"
+run "$VENV/bin/python" -m pip install --quiet "$SRC[$EXTRAS_SPEC]"
 
 # 5. Environment file: created once from the example, never overwritten.
 FRESH_ENV=0
