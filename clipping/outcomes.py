@@ -27,7 +27,7 @@ from typing import Any
 from google.api_core.exceptions import NotFound, PreconditionFailed
 from google.cloud.storage import Blob, Bucket
 
-from blocks.clip_bucket import ClipBucket
+from clipping.bucket import ClipBucket
 from clipping.messages import ClipCompletion, ClipState
 from clipping.pubsub import publish_model
 from clipping.records import records_prefix

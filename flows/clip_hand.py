@@ -35,7 +35,7 @@ from prefect.logging.loggers import flow_run_logger
 from prefect.states import Failed, State
 from pydantic import BaseModel
 
-from blocks import ClipBucket
+from clipping.bucket import ClipBucket
 from clipping.messages import ClipCompletion, ClipRequest, ClipState
 from clipping.outcomes import RequestOutcomes, publish_completion, run_failure
 from clipping.records import UploadedClip, UploadRecord

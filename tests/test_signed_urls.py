@@ -11,7 +11,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.oauth2.service_account import Credentials
 
-from blocks import ClipBucket
+from clipping.bucket import ClipBucket
 from clipping.settings import Settings
 from flows.clip_hand import v4_url_expiry
 from stack.provision import write_service_account_key
