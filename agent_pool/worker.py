@@ -38,8 +38,6 @@ from clipping.settings import get_settings
 
 logger = logging.getLogger("clipping.worker")
 
-DEFAULT_HEALTH_PORT = 8005
-
 # In this process ClipWorker stands in for Prefect's "process" type on purpose.
 warnings.filterwarnings("ignore", message="Type 'ClipWorker'", category=UserWarning)
 
@@ -113,12 +111,15 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="agent id, e.g. nas-server-01")
     parser.add_argument("--pool", default=settings.work_pool, help="work pool (%(default)s)")
     parser.add_argument(
-        "--limit", type=int, default=4, help="flow runs at once on this agent (%(default)s)"
+        "--limit",
+        type=int,
+        default=settings.worker_limit,
+        help="flow runs at once on this agent (CLIPPING_WORKER_LIMIT, default %(default)s)",
     )
     parser.add_argument(
         "--health-port",
         type=int,
-        default=int(os.environ.get("CLIPPING_WORKER_HEALTH_PORT", DEFAULT_HEALTH_PORT)),
+        default=settings.worker_health_port,
         help="port of GET /health (CLIPPING_WORKER_HEALTH_PORT, default %(default)s)",
     )
     args = parser.parse_args()

@@ -17,6 +17,8 @@ from clipping.outputs import ClipOutput
 
 # V4 signed URLs cannot live longer than this; the client library refuses more.
 MAX_SIGNED_URL_TTL = timedelta(days=7)
+# The flow's name (flows/clip_hand.py): the first half of every deployment's full name.
+CLIP_FLOW = "clip-hand"
 
 
 class Settings(BaseSettings):
@@ -29,11 +31,17 @@ class Settings(BaseSettings):
         description="Directories recordings may be read from, separated by ':'. "
         "A path that resolves (symlinks included) outside all of them is refused.",
     )
-    gcp_project: str = "gg-poker"
-    requests_topic: str = "clipping-requests"
-    requests_subscription: str = "clipping-worker"
-    completions_topic: str = "clipping-complete"
-    bucket: str = "gg-subclips"
+    gcp_project: str = Field(
+        default="gg-poker", description="Project of the topics, subscriptions and bucket."
+    )
+    requests_topic: str = Field(default="clipping-requests", description="Where requests arrive.")
+    requests_subscription: str = Field(
+        default="clipping-worker", description="The listener's subscription to requests."
+    )
+    completions_topic: str = Field(
+        default="clipping-complete", description="Where completions are announced."
+    )
+    bucket: str = Field(default="gg-subclips", description="Bucket of the clips and records.")
     gcs_block: str = Field(default="clip-bucket", description="Name of the saved GcsBucket block.")
     gcp_credentials_block: str = Field(
         default="clip-gcp", description="Name of the saved GCP credentials block."
@@ -44,12 +52,23 @@ class Settings(BaseSettings):
         "alone; its private key signs download URLs (the credentials block names the file, "
         "never the key). Unset: Application Default Credentials.",
     )
-    deployment: str = Field(default="clip-hand/clip-hand", description="flow/deployment")
-    work_pool: str = "nas-pool"
+    deployment: str = Field(
+        default=f"{CLIP_FLOW}/clip-hand",
+        description=f"The flow's deployment as '{CLIP_FLOW}/<name>' (prefect.yaml takes the "
+        "name from it).",
+    )
+    work_pool: str = Field(default="nas-pool", description="The NAS hosts' work pool.")
+    worker_limit: int = Field(default=4, gt=0, description="Flow runs at once per NAS agent.")
+    worker_health_port: int = Field(
+        default=8005, gt=0, lt=65536, description="Port of a NAS agent's GET /health."
+    )
     max_clip_seconds: float = Field(
         default=1800.0, gt=0, description="Longest range a request may ask for (30 min)."
     )
-    dead_letter_topic: str = "clipping-requests-dead"
+    dead_letter_topic: str = Field(
+        default="clipping-requests-dead",
+        description="Where requests are parked after too many deliveries.",
+    )
     dead_letter_subscription: str = Field(
         default="clipping-requests-dead",
         description="Keeps parked requests on the dead-letter topic for operators.",
@@ -79,7 +98,9 @@ class Settings(BaseSettings):
         "streamed from disk, so the size costs no memory: only what is resent after an "
         "interrupted chunk.",
     )
-    signed_url_ttl: timedelta = MAX_SIGNED_URL_TTL
+    signed_url_ttl: timedelta = Field(
+        default=MAX_SIGNED_URL_TTL, description="Lifetime of download URLs (at most 7 days)."
+    )
     default_output: ClipOutput = Field(
         default=ClipOutput.WEB,
         description="Output of a request that names none: 'web' (H.264 that browsers play; "
@@ -122,6 +143,19 @@ class Settings(BaseSettings):
         if relative:
             raise ValueError(f"NAS roots must be absolute paths: {relative}")
         return roots
+
+    @field_validator("deployment")
+    @classmethod
+    def _deployment_of_the_clip_flow(cls, deployment: str) -> str:
+        flow_name, _, name = deployment.partition("/")
+        if flow_name != CLIP_FLOW or not name or "/" in name:
+            raise ValueError(f"deployment must be '{CLIP_FLOW}/<deployment name>'")
+        return deployment
+
+    @property
+    def deployment_name(self) -> str:
+        """The deployment's own name (``deployment`` without the flow's)."""
+        return self.deployment.partition("/")[2]
 
     @field_validator("signed_url_ttl")
     @classmethod

@@ -20,6 +20,14 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 logger = logging.getLogger(__name__)
 
 
+def deployment_variables(settings: Settings) -> dict[str, str]:
+    """The variables ``prefect.yaml`` takes the work pool's and deployment's names from."""
+    return {
+        "CLIPPING_WORK_POOL": settings.work_pool,
+        "CLIPPING_DEPLOYMENT_NAME": settings.deployment_name,
+    }
+
+
 def ensure_work_pool(name: str) -> None:
     pool = WorkPoolCreate(
         name=name,
@@ -35,10 +43,14 @@ def ensure_work_pool(name: str) -> None:
             logger.info("work pool %s exists", name)
 
 
-def deploy_all(project_dir: Path = PROJECT_DIR) -> None:
-    """Run ``prefect deploy --all`` on prefect.yaml: Prefect's own reader of that file."""
+def deploy_all(settings: Settings, project_dir: Path = PROJECT_DIR) -> None:
+    """Run ``prefect deploy --all`` on prefect.yaml: Prefect's own reader of that file.
+
+    Its names come from the settings (``prefect.yaml`` templates them from these variables).
+    """
     env = {
         **os.environ,
+        **deployment_variables(settings),
         "CLIPPING_PROJECT_DIR": str(project_dir),
         "CLIPPING_PYTHON": sys.executable,
     }
@@ -59,7 +71,7 @@ def apply(settings: Settings) -> None:
     ensure_work_pool(settings.work_pool)
     bucket = save_clip_blocks(settings)
     logger.info("saved blocks %s (gs://%s)", settings.gcs_block, bucket.bucket)
-    deploy_all()
+    deploy_all(settings)
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(settings.deployment)
     ensure_recovery_automations(deployment.id)

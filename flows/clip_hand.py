@@ -39,7 +39,7 @@ from clipping.bucket import ClipBucket
 from clipping.messages import ClipCompletion, ClipRequest, ClipState
 from clipping.outcomes import RequestOutcomes, publish_completion, run_failure
 from clipping.records import UploadedClip, UploadRecord
-from clipping.settings import get_settings
+from clipping.settings import CLIP_FLOW, get_settings
 from cutting import CutClip, CutError, cut_clip, write_poster
 from flows.final_failure import fail_for_good
 from flows.liveness import beating
@@ -172,6 +172,12 @@ def v4_url_expiry(url: str) -> datetime:
     return signed_at + timedelta(seconds=int(query["X-Goog-Expires"][0]))
 
 
+def running_agent() -> str | None:
+    """The NAS agent running this flow: Prefect's process worker names itself to the flow
+    process in ``PREFECT__WORKER_NAME`` (unset when the flow runs outside a worker)."""
+    return os.environ.get("PREFECT__WORKER_NAME")
+
+
 def announce_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
     """on_failure and on_cancellation hook: the run ended for good without a clip, so tell
     M6 why (once per request)."""
@@ -179,7 +185,7 @@ def announce_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
         flow_run.parameters,
         str(flow_run.id),
         state.message or "the clip run failed",
-        agent_id=os.environ.get("PREFECT__WORKER_NAME"),
+        agent_id=running_agent(),
     )
     outcome = RequestOutcomes.from_settings(get_settings()).settle(failure)
     if outcome is failure:
@@ -187,7 +193,7 @@ def announce_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
 
 
 @flow(
-    name="clip-hand",
+    name=CLIP_FLOW,
     retries=1,
     retry_delay_seconds=5,
     on_failure=[announce_failure],
@@ -245,7 +251,7 @@ def _clip(request: ClipRequest) -> ClipCompletion | State:
         clamped=uploaded.clamped,
         reason=uploaded.clamp_reason,
         mode=uploaded.mode,
-        agent_id=os.environ.get("PREFECT__WORKER_NAME"),
+        agent_id=running_agent(),
         flow_run_id=runtime.flow_run.id,
     )
     _publish_artifacts(request, completion, bucket, timings)
