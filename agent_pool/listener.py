@@ -109,7 +109,7 @@ class RequestListener:
 
     def handle(self, message: Message) -> None:
         """The subscriber's callback: ends in an ack or a nack, and never raises."""
-        request, problem = _parse(message.data)
+        request, problem = _parse(message.data, self.settings)
         try:
             if request is None:
                 self._reject(message, _claimed_id(message.data), problem)
@@ -234,10 +234,11 @@ def _parameters(request: ClipRequest) -> dict[str, Any]:
     return {"request": request.model_dump(mode="json")}
 
 
-def _parse(data: bytes) -> tuple[ClipRequest | None, str]:
-    """The request, or None and why not. Never raises, whatever the bytes."""
+def _parse(data: bytes, settings: Settings) -> tuple[ClipRequest | None, str]:
+    """The request (validated under ``settings``), or None and why not. Never raises,
+    whatever the bytes."""
     try:
-        return ClipRequest.model_validate_json(data), ""
+        return ClipRequest.model_validate_json(data, context={"settings": settings}), ""
     except ValidationError as error:
         return None, describe_validation_error(error)
     except Exception as error:  # a validator failing on a hostile body, say

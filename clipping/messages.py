@@ -18,13 +18,14 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from clipping.nas import confine_to_nas_roots
 from clipping.outputs import ClipOutput
-from clipping.settings import get_settings
+from clipping.settings import Settings, get_settings
 
 SAFE_TOKEN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 SafeToken = Annotated[
@@ -45,8 +46,19 @@ class ClipMode(StrEnum):
     REENCODE = "reencode"
 
 
+def settings_of(info: ValidationInfo) -> Settings:
+    """The settings a validation runs under: the caller's
+    (``model_validate(..., context={"settings": settings})``), else the process's (FastAPI
+    and Prefect validate bodies and flow parameters without a context)."""
+    given = (info.context or {}).get("settings")
+    return given if isinstance(given, Settings) else get_settings()
+
+
 class ClipRequest(BaseModel):
-    """One hand to cut: validated once, here, by every layer that receives it."""
+    """One hand to cut: validated once, here, by every layer that receives it.
+
+    The NAS roots and the longest range come from the settings (``settings_of``).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -68,14 +80,14 @@ class ClipRequest(BaseModel):
 
     @field_validator("nas_video_path")
     @classmethod
-    def _inside_nas_roots(cls, path: str) -> str:
-        return str(confine_to_nas_roots(path, get_settings().nas_roots))
+    def _inside_nas_roots(cls, path: str, info: ValidationInfo) -> str:
+        return str(confine_to_nas_roots(path, settings_of(info).nas_roots))
 
     @model_validator(mode="after")
-    def _start_before_end(self) -> "ClipRequest":
+    def _start_before_end(self, info: ValidationInfo) -> "ClipRequest":
         if not self.start_seconds < self.end_seconds:
             raise ValueError("start_seconds must be less than end_seconds")
-        longest = get_settings().max_clip_seconds
+        longest = settings_of(info).max_clip_seconds
         if self.end_seconds - self.start_seconds > longest:
             raise ValueError(f"the range is longer than the {longest:g} s maximum")
         return self

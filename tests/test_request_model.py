@@ -13,6 +13,7 @@ from clipping.messages import (
     NewClipRequest,
     describe_validation_error,
 )
+from clipping.settings import Settings
 
 
 def _request(nas_root: Path, **changes: object) -> dict[str, object]:
@@ -160,3 +161,18 @@ def test_new_requests_get_an_id_unless_the_caller_gives_one(nas_root: Path) -> N
     assert ClipRequest.model_validate(first.model_dump()).request_id == first.request_id
     given = NewClipRequest.model_validate(_request(nas_root))
     assert given.request_id == "req-001"
+
+
+def test_the_callers_settings_decide_the_roots_and_the_longest_range(
+    nas_root: Path, tmp_path: Path
+) -> None:
+    """``context={"settings": ...}`` instead of the process's settings (the listener's way)."""
+    other_root = tmp_path / "other-nas"
+    other_root.mkdir()
+    strict = Settings(nas_roots=(other_root,), max_clip_seconds=5)
+    body = _request(other_root, start_seconds=0.0, end_seconds=4.0)
+    assert ClipRequest.model_validate(body, context={"settings": strict}).end_seconds == 4.0
+    with pytest.raises(ValidationError, match="longer than the 5 s maximum"):
+        ClipRequest.model_validate({**body, "end_seconds": 6.0}, context={"settings": strict})
+    with pytest.raises(ValidationError, match="outside the configured NAS roots"):
+        ClipRequest.model_validate(_request(nas_root), context={"settings": strict})
