@@ -5,7 +5,9 @@ bit, black or white), so a decoded clip tells which source frames it holds, what
 timestamps say. The bottom half moves, so encoders produce real P- and B-frames.
 """
 
+import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +52,14 @@ def make_source(directory: Path, spec: SourceSpec) -> Path:
     path = directory / spec.name
     if not path.exists():
         ffmpeg(*recording_args(spec), str(path))
+    return path
+
+
+def written_long_ago(path: Path) -> Path:
+    """``path`` with its mtime an hour back: a finished file, not one still being written
+    (a fresh file counts as growing for ``CLIPPING_LIVE_IDLE_SECONDS``)."""
+    an_hour_ago = time.time() - 3600
+    os.utime(path, (an_hour_ago, an_hour_ago))
     return path
 
 

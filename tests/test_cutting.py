@@ -22,7 +22,7 @@ from tests.clip_checks import (
     clean_frames,
     expected_numbers,
 )
-from tests.media import FPS, SourceSpec, ffmpeg, frame_number, make_source
+from tests.media import FPS, SourceSpec, ffmpeg, frame_number, make_source, written_long_ago
 
 MP4 = SourceSpec()
 INPUT_KINDS = [
@@ -198,6 +198,7 @@ def test_unreadable_source(sources: Path, tmp_path: Path, monkeypatch: pytest.Mo
 def test_text_file_is_not_a_video(tmp_path: Path) -> None:
     source = tmp_path / "notes.mp4"
     source.write_text("these are not the frames you are looking for\n" * 100)
+    written_long_ago(source)
     with pytest.raises(CutError, match="not a readable video"):
         cut_clip(source, 0, 1, ClipMode.ACCURATE, tmp_path / "clip.mp4")
 
@@ -205,6 +206,7 @@ def test_text_file_is_not_a_video(tmp_path: Path) -> None:
 def test_audio_only_file_is_not_a_video(tmp_path: Path) -> None:
     source = tmp_path / "sound.m4a"
     ffmpeg("-f", "lavfi", "-i", "sine=r=48000", "-t", "2", "-c:a", "aac", str(source))
+    written_long_ago(source)
     with pytest.raises(CutError, match="no video stream"):
         cut_clip(source, 0, 1, ClipMode.ACCURATE, tmp_path / "clip.mp4")
 

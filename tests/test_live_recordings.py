@@ -8,7 +8,6 @@ a recorder killed mid-range gives a clip clamped to its last good frame. Truncat
 (TS, faststart MP4) never give a corrupt or silently short clip.
 """
 
-import os
 import re
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from clipping.messages import ClipMode
 from cutting import CutClip, CutError, cut_clip
 from cutting.recorded import LiveWait
 from tests.clip_checks import AAC_FRAME, FRAME, assert_exact, clean_frames, source_frames
-from tests.media import SourceSpec, ffmpeg, make_source, start_recorder
+from tests.media import SourceSpec, ffmpeg, make_source, start_recorder, written_long_ago
 
 GROWING_KINDS = [
     pytest.param(SourceSpec(container="ts", ts_offset=10), id="ts"),
@@ -196,8 +195,7 @@ def test_a_truncated_recording_gives_a_clamped_clip_without_a_corrupt_frame(
     data = finished.read_bytes()
     truncated = tmp_path / f"truncated.{spec.container}"
     truncated.write_bytes(data[: round(len(data) * 0.6)])
-    an_hour_ago = time.time() - 3600
-    os.utime(truncated, (an_hour_ago, an_hour_ago))  # its writer died long ago
+    written_long_ago(truncated)  # its writer died long ago
     clip = cut_clip(truncated, 9.0, 16.0, mode, tmp_path / "clip.mp4")
     assert clip.end_seconds < 13.0
     if mode is ClipMode.COPY:
