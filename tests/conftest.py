@@ -1,4 +1,8 @@
-"""Shared fixtures: service settings pointed at a temporary NAS root."""
+"""Shared fixtures (service settings pointed at a temporary NAS root) and the test layers.
+
+Every test is in exactly one layer, marked on its module: ``unit`` (in process, no server),
+``integration`` (one real component) or ``e2e`` (the whole local stack).
+"""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -6,6 +10,19 @@ from pathlib import Path
 import pytest
 
 from clipping.settings import Settings, get_settings
+
+
+LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    unplaced = [
+        item.nodeid
+        for item in items
+        if sum(item.get_closest_marker(layer) is not None for layer in LAYERS) != 1
+    ]
+    if unplaced:
+        raise pytest.UsageError(f"tests not in exactly one of {LAYERS}: {unplaced[:5]}")
 
 
 @pytest.fixture

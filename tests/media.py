@@ -48,10 +48,12 @@ def ffmpeg(*args: str) -> None:
 
 
 def make_source(directory: Path, spec: SourceSpec) -> Path:
-    """Generate ``spec`` in ``directory`` (once) and return its path."""
+    """Generate ``spec`` in ``directory`` (once) and return its path: a finished recording
+    (``written_long_ago``)."""
     path = directory / spec.name
     if not path.exists():
         ffmpeg(*recording_args(spec), str(path))
+        written_long_ago(path)
     return path
 
 

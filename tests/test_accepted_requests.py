@@ -11,6 +11,8 @@ from clipping.messages import ClipRequest
 from proxy.accepted import AcceptedRequests, RequestIdConflict
 from stack.postgres import create_database, drop_database
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:

@@ -49,7 +49,7 @@ RANGES = [
 ]
 
 
-pytestmark = pytest.mark.usefixtures("nas_root_is_pytest_tmp")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nas_root_is_pytest_tmp")]
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ from av.video.codeccontext import VideoCodecContext
 from cutting.hevc_ids import ParameterSetIds, free_ids, renumbered, source_ids
 from cutting.nal import Codec, join_annexb, parameter_sets, split_annexb
 
+pytestmark = pytest.mark.unit
+
 WIDTH, HEIGHT, FRAMES = 64, 48, 6
 
 

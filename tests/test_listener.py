@@ -24,6 +24,8 @@ from clipping.outcomes import RequestOutcomes
 from clipping.settings import Settings
 from tests.doubles import MemoryBucket
 
+pytestmark = pytest.mark.unit
+
 DEPLOYMENT_ID = UUID(int=1)
 NESTED_5000 = b'{"request_id":"p1","hand_id":' + b"[" * 5000 + b"]" * 5000 + b"}"
 

@@ -34,7 +34,7 @@ GROWING_KINDS = [
 REAL_WAIT = LiveWait(wait_seconds=120, idle_seconds=3, poll_seconds=0.1)
 
 
-pytestmark = pytest.mark.usefixtures("nas_root_is_pytest_tmp")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nas_root_is_pytest_tmp")]
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,8 @@ from clipping.nas import OutsideNasRoots, RecordingRefused, open_recording
 from cutting import CutClip, CutError, SourceUnavailable, cut_clip, probe
 from tests.media import SourceSpec, make_source
 
+pytestmark = pytest.mark.integration
+
 INSIDE = SourceSpec(seconds=12, audio_tracks=1)
 OUTSIDE = SourceSpec(seconds=4, audio_tracks=2)
 # A range the outside recording does not even have: reading it can never yield this clip.

@@ -12,6 +12,8 @@ from clipping.messages import ClipCompletion, ClipState
 from clipping.outcomes import RequestOutcomes, run_failure
 from tests.doubles import MemoryBucket
 
+pytestmark = pytest.mark.integration
+
 
 class Announcements:
     """A publish function that records what it was given, and can be made to fail."""

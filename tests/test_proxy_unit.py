@@ -30,6 +30,8 @@ from proxy.limits import RateLimiter
 from proxy.openapi import openapi_yaml
 from proxy.settings import ProxySettings
 
+pytestmark = pytest.mark.unit
+
 OPENAPI_FILE = Path(__file__).resolve().parents[1] / "openapi.yaml"
 MakeClient = Callable[[ProxySettings], TestClient]
 KEYS = {"m6": "clip", "partner": "clip", "operator": "admin+clip", "admin": "admin"}

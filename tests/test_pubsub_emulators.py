@@ -37,6 +37,8 @@ from stack.lifecycle import Stack
 from stack.processes import marked_processes
 from stack.provision import COMPLETIONS_AUDIT_SUBSCRIPTION
 
+pytestmark = pytest.mark.integration
+
 HOST = "127.0.0.1"
 PROJECT = "projects/clipping-test"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

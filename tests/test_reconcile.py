@@ -14,7 +14,7 @@ from proxy.accepted import AcceptedRequests
 from proxy.reconcile import Reconciler
 from tests.doubles import MemoryBucket
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 
 UNSTARTED_AFTER = timedelta(seconds=120)
 

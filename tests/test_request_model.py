@@ -15,6 +15,8 @@ from clipping.messages import (
 )
 from clipping.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 
 def _request(nas_root: Path, **changes: object) -> dict[str, object]:
     body: dict[str, object] = {

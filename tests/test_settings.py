@@ -15,6 +15,8 @@ from clipping.settings import CLIP_FLOW, Settings
 from deployments.apply import deployment_variables
 from proxy.settings import ProxySettings
 
+pytestmark = pytest.mark.unit
+
 
 def test_defaults_follow_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("CLIPPING_NAS_ROOTS", "CLIPPING_SIGNED_URL_TTL"):

@@ -17,6 +17,8 @@ from flows.clip_hand import v4_url_expiry
 from stack.provision import write_service_account_key
 from tests.signed_urls import verify_v4_url
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:

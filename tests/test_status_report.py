@@ -5,10 +5,13 @@ import uuid
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from prefect.client.schemas.objects import StateType
 
 from clipping.messages import ClipState
 from proxy.status import report_for_run
+
+pytestmark = pytest.mark.unit
 
 
 class ArtifactsOnly:

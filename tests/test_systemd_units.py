@@ -20,6 +20,8 @@ import pytest
 from clipping.settings import Settings
 from proxy.settings import ProxySettings
 
+pytestmark = pytest.mark.unit
+
 SYSTEMD_DIR = Path(__file__).resolve().parent.parent / "agent_pool" / "systemd"
 INSTALL_SH = SYSTEMD_DIR / "install.sh"
 ENV_EXAMPLE = SYSTEMD_DIR / "clipping.env.example"

@@ -13,6 +13,8 @@ from google.cloud import storage
 
 from flows.upload import UploadError, upload_file
 
+pytestmark = pytest.mark.integration
+
 CHUNK = 256 * 1024
 
 

@@ -55,7 +55,7 @@ play(0);
 """
 
 
-pytestmark = pytest.mark.usefixtures("nas_root_is_pytest_tmp")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nas_root_is_pytest_tmp")]
 
 
 @pytest.fixture(scope="module")
