@@ -11,7 +11,6 @@ import pytest
 
 from clipping.settings import Settings, get_settings
 
-
 LAYERS = ("unit", "integration", "e2e")
 
 
