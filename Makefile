@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test processes for the unit and integration layers, a module each (its fixtures start
+# once): most of their time is spent waiting (ack deadlines, real-time recorders, servers
+# starting), so more processes than cores pay. The e2e layer runs alone: whole stacks.
+TEST_PROCESSES ?= 3
+PARALLEL := -n $(TEST_PROCESSES) --dist loadfile
 
 .PHONY: install demo up down status test check lint clean
 
@@ -26,16 +31,17 @@ down: $(STAMP)  ## stop every process the stack started
 status: $(STAMP)
 	$(BIN)/python -m stack status
 
-test: $(STAMP)  ## the whole suite: unit tests and the end-to-end test on its own stack
+test: $(STAMP)  ## the whole suite: unit and integration tests in parallel, then the e2e ones
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "unit or integration" $(PARALLEL)
+	$(BIN)/python -m pytest -m e2e
 
-check: $(STAMP)  ## the inner loop: lint and every test that starts no stack
+check: $(STAMP)  ## the inner loop: lint, types, unit and integration tests (no stack)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -m "not e2e"
+	$(BIN)/python -m pytest -m "unit or integration" $(PARALLEL)
 
 lint: $(STAMP)  ## ruff and the type checker
 	$(BIN)/ruff check .

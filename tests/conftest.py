@@ -52,7 +52,7 @@ def settings(nas_root: Path) -> Settings:
     return get_settings()
 
 
-pytest_plugins = ["tests.live_stack", "tests.gcs_emulator"]
+pytest_plugins = ["tests.live_stack", "tests.gcs_emulator", "tests.pubsub_clients"]
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.final_failure import fail_for_good
 
-# One worker runs the module: its Prefect test harness starts once.
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("prefect-harness")]
+pytestmark = pytest.mark.integration
 
 REASON = "source recording not found: /mnt/nas/missing.mp4"
 

@@ -20,8 +20,7 @@ from stack.lifecycle import Stack
 from stack.processes import marked_processes
 from stack.provision import write_service_account_key
 
-# One worker runs the module: its Prefect server starts once.
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("prefect-auth")]
+pytestmark = pytest.mark.integration
 
 # A deployment that would run a shell command of the caller's choosing on a NAS worker.
 HOSTILE_DEPLOYMENT = {
