@@ -5,9 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Test processes for the unit and integration layers, a module each (its fixtures start
 # once): most of their time is spent waiting (ack deadlines, real-time recorders, servers
-# starting), so more processes than cores pay. The e2e layer runs alone: whole stacks.
+# starting), so more processes than cores pay; modules start in the order tests/conftest.py
+# sorts them (longest first). The e2e layer runs alone: whole stacks.
 TEST_PROCESSES ?= 3
-PARALLEL := -n $(TEST_PROCESSES) --dist loadfile
+PARALLEL := -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 .PHONY: install demo up down status test check lint clean
 

@@ -12,6 +12,18 @@ import pytest
 from clipping.settings import Settings, get_settings
 
 LAYERS = ("unit", "integration", "e2e")
+# The modules that take longest, longest first; the rest follow in their usual order.
+# Parallel runs (``--dist loadfile``) hand modules out in collection order, so starting
+# these first keeps the slowest off the end of the run. Only an ordering: every test runs.
+LONGEST_MODULES = (
+    "test_pubsub_deadlines.py",
+    "test_live_recordings.py",
+    "test_cutting.py",
+    "test_pubsub_emulators.py",
+    "test_proxy_unit.py",
+    "test_final_failure.py",
+    "test_prefect_auth.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -22,6 +34,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ]
     if unplaced:
         raise pytest.UsageError(f"tests not in exactly one of {LAYERS}: {unplaced[:5]}")
+    items.sort(key=_start_rank)
+
+
+def _start_rank(item: pytest.Item) -> int:
+    name = item.path.name
+    return LONGEST_MODULES.index(name) if name in LONGEST_MODULES else len(LONGEST_MODULES)
 
 
 @pytest.fixture
