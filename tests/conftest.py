@@ -16,7 +16,8 @@ LAYERS = ("unit", "integration", "e2e")
 # Parallel runs (``--dist loadfile``) hand modules out in collection order, so starting
 # these first keeps the slowest off the end of the run. Only an ordering: every test runs.
 LONGEST_MODULES = (
-    "test_pubsub_deadlines.py",
+    "test_pubsub_deadlines_official.py",
+    "test_pubsub_deadlines_fallback.py",
     "test_live_recordings.py",
     "test_cutting.py",
     "test_pubsub_emulators.py",

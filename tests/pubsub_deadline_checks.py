@@ -1,8 +1,9 @@
-"""Pub/Sub behaviour that takes an ack deadline to show, on both emulators.
+"""Pub/Sub behaviour that takes an ack deadline to show, for either emulator.
 
-The minimum ack deadline is 10 s, so each of these waits for one; they are a module of
-their own so the test processes share the wait (see ``tests/test_pubsub_emulators.py`` for
-the rest of the behaviour).
+The minimum ack deadline is 10 s, so each of these waits for one. They are collected from
+one module per emulator (``test_pubsub_deadlines_official.py``, ``..._fallback.py``) so
+parallel test processes share the waits; ``tests/test_pubsub_emulators.py`` holds the rest
+of the behaviour.
 """
 
 import queue
@@ -12,8 +13,6 @@ import pytest
 from google.pubsub_v1 import types
 
 from tests.pubsub_clients import ACK_DEADLINE_S, Clients
-
-pytestmark = pytest.mark.integration
 
 
 def test_streamed_messages_are_received_and_stay_acked(clients: Clients) -> None:
