@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Test processes for the unit and integration layers, a module each (its fixtures start
-# once): most of their time is spent waiting (ack deadlines, real-time recorders, servers
-# starting), so more processes than cores pay; modules start in the order tests/conftest.py
-# sorts them (longest first). The e2e layer runs alone: whole stacks.
+# Test processes for the unit and integration layers, a module (or test class) each, so its
+# fixtures start once. Most of their time is spent waiting (ack deadlines, real-time
+# recorders, servers starting): more processes than cores pay. Modules start in the order
+# tests/conftest.py sorts them (longest first). The e2e layer runs alone: whole stacks.
 TEST_PROCESSES ?= 3
-PARALLEL := -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
+PARALLEL := -n $(TEST_PROCESSES) --dist loadscope --no-loadscope-reorder
 
 .PHONY: install demo up down status test check lint clean
 

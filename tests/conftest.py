@@ -13,11 +13,10 @@ from clipping.settings import Settings, get_settings
 
 LAYERS = ("unit", "integration", "e2e")
 # The modules that take longest, longest first; the rest follow in their usual order.
-# Parallel runs (``--dist loadfile``) hand modules out in collection order, so starting
+# Parallel runs (``--dist loadscope``) hand modules out in collection order, so starting
 # these first keeps the slowest off the end of the run. Only an ordering: every test runs.
 LONGEST_MODULES = (
-    "test_pubsub_deadlines_official.py",
-    "test_pubsub_deadlines_fallback.py",
+    "test_pubsub_deadlines.py",
     "test_live_recordings.py",
     "test_cutting.py",
     "test_pubsub_emulators.py",

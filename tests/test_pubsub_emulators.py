@@ -6,7 +6,7 @@ behaviour the service relies on. The fallback's durability (its ``--data-dir``, 
 emulator lacks) is checked on the fallback alone: it is killed with SIGKILL and restarted on the
 same data dir. Last, a stack that restarts its emulator re-applies the topology, on both.
 The emulators and clients are ``tests.pubsub_clients``; what takes an ack deadline to show
-is ``tests/pubsub_deadline_checks.py``.
+is ``tests/test_pubsub_deadlines.py``.
 """
 
 import os
