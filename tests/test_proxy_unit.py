@@ -343,3 +343,66 @@ def test_openapi_yaml_is_the_apps_schema(settings: Settings, proxy_settings: Pro
     assert OPENAPI_FILE.read_text() == openapi_yaml(create_app(settings, proxy_settings)), (
         "regenerate: python -m proxy.openapi > openapi.yaml"
     )
+
+
+def test_health_is_open(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/clip/request"),
+        ("GET", "/v1/clip/any/status"),
+        ("GET", "/v1/admin/agents"),
+        ("POST", "/v1/admin/agents/nas-server-01/failover"),
+        ("POST", "/v1/admin/agents/nas-server-01/resume"),
+    ],
+)
+def test_a_missing_or_unknown_key_is_401(client: TestClient, method: str, path: str) -> None:
+    missing = client.request(method, path, json={})
+    wrong = client.request(method, path, json={}, headers={"Authorization": "Bearer not-a-key"})
+    basic = client.request(method, path, json={}, headers={"Authorization": "Basic eDp5"})
+    for answer in (missing, wrong, basic):
+        assert answer.status_code == 401, answer.text
+        assert answer.headers["WWW-Authenticate"] == "Bearer"
+        assert answer.json()["detail"]
+    assert "not-a-key" not in wrong.text
+
+
+def test_the_wrong_scope_is_403(client: TestClient) -> None:
+    clip_only, admin_only = _auth("m6"), _auth("admin")
+    assert client.get("/v1/admin/agents", headers=clip_only).status_code == 403
+    failover = "/v1/admin/agents/nas-server-01/failover"
+    assert client.post(failover, headers=clip_only).status_code == 403
+    assert client.get("/v1/clip/any/status", headers=admin_only).status_code == 403
+    refused = client.post("/v1/clip/request", json={}, headers=admin_only)
+    assert refused.status_code == 403
+    assert refused.json() == {"detail": "the key lacks scope clip"}
+
+
+def test_an_invalid_request_says_which_field_is_wrong(client: TestClient) -> None:
+    body = {"hand_id": "h 1", "nas_video_path": "/mnt/x.mp4", "start_seconds": -1}
+    answer = client.post("/v1/clip/request", json=body, headers=_auth("m6"))
+    assert answer.status_code == 422
+    detail = answer.json()["detail"]
+    assert isinstance(detail, str)
+    assert "body.hand_id" in detail
+    assert "body.start_seconds" in detail
+    assert "body.end_seconds: Field required" in detail
+
+
+def test_a_body_over_the_limit_is_413_declared_or_streamed(
+    client: TestClient, request_body: dict, proxy_settings: ProxySettings
+) -> None:
+    padded = {**request_body, "hand_id": "x" * proxy_settings.max_body_bytes}
+    assert client.post("/v1/clip/request", json=padded, headers=_auth("m6")).status_code == 413
+
+    def streamed() -> Iterator[bytes]:  # no Content-Length: sent chunked
+        for _ in range(proxy_settings.max_body_bytes // 1024 + 1):
+            yield b" " * 1024
+
+    headers = {"Content-Type": "application/json", **_auth("m6")}
+    chunked = client.post("/v1/clip/request", content=streamed(), headers=headers)
+    assert chunked.status_code == 413
+    assert "larger than" in chunked.json()["detail"]
