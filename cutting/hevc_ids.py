@@ -6,18 +6,16 @@ and PPS need ids the source does not use; x265 always writes id 0 and has no opt
 change it. The ids are rewritten in the bitstream:
 
 - VPS and SPS carry the VPS id as a fixed 4-bit field;
-- the SPS id (Exp-Golomb) follows the SPS's fixed-size profile/tier/level, the PPS starts
+- the SPS id (Exp-Golomb) follows the SPS's profile/tier/level, the PPS starts
   with its own id and its SPS id; both end in stop-bit padding, which is rebuilt;
 - every slice header names its PPS in the third field. Slice data starts byte-aligned, so
   its PPS id is rewritten only with a code exactly 8 bits longer than the old one:
   ``ue(0)`` is 1 bit, ``ue(15..30)`` are 9.
 """
 
-import re
 from dataclasses import dataclass
 
-from cutting.errors import CutError
-from cutting.nal import Codec, nal_type
+from cutting.nal import Codec, Rbsp, nal_type
 
 _VPS, _SPS, _PPS = 32, 33, 34
 _LAST_VCL = 31
@@ -41,7 +39,7 @@ def source_ids(parameter_sets: list[bytes]) -> tuple[set[int], set[int], set[int
     """The VPS, SPS and PPS ids the source's parameter sets use."""
     vps, sps, pps = set(), set(), set()
     for nal in parameter_sets:
-        bits = _Bits.of(nal)
+        bits = Rbsp.of(nal[_NAL_HEADER_BYTES:])
         kind = nal_type(Codec.HEVC, nal)
         if kind == _VPS:
             vps.add(bits.fixed(0, 4))
@@ -65,7 +63,9 @@ def free_ids(parameter_sets: list[bytes]) -> ParameterSetIds:
 def renumbered(nal: bytes, ids: ParameterSetIds) -> bytes:
     """``nal`` (an x265 parameter set or slice, all ids 0) with ``ids`` instead."""
     kind = nal_type(Codec.HEVC, nal)
-    bits = _Bits.of(nal)
+    if kind > _LAST_VCL and kind not in (_VPS, _SPS, _PPS):
+        return nal  # SEI and the like name no parameter set
+    bits = Rbsp.of(nal[_NAL_HEADER_BYTES:])
     if kind == _VPS:
         bits = bits.with_fixed(0, 4, ids.vps)
     elif kind == _SPS:
@@ -74,15 +74,13 @@ def renumbered(nal: bytes, ids: ParameterSetIds) -> bytes:
     elif kind == _PPS:
         bits = bits.with_exp_golomb(0, ids.pps, padded=True)
         bits = bits.with_exp_golomb(bits.exp_golomb(0)[1], ids.sps, padded=True)
-    elif kind <= _LAST_VCL:
+    else:
         position = 2 if kind in _IRAP else 1
         bits = bits.with_exp_golomb(position, ids.pps, padded=False)
-    else:
-        return nal
     return nal[:_NAL_HEADER_BYTES] + bits.escaped()
 
 
-def _sps_id_bit(sps: "_Bits") -> int:
+def _sps_id_bit(sps: Rbsp) -> int:
     """Where the SPS id starts: after profile_tier_level, whose size depends on sub-layers."""
     sub_layers = sps.fixed(4, 3)
     if not sub_layers:
@@ -93,63 +91,3 @@ def _sps_id_bit(sps: "_Bits") -> int:
         position += _SUB_LAYER_PROFILE_BITS * sps.fixed(flags, 1)
         position += _SUB_LAYER_LEVEL_BITS * sps.fixed(flags + 1, 1)
     return position
-
-
-@dataclass(frozen=True)
-class _Bits:
-    """An RBSP (a NAL unit's payload without emulation prevention) as one big integer."""
-
-    value: int
-    length: int
-
-    @classmethod
-    def of(cls, nal: bytes) -> "_Bits":
-        payload = nal[_NAL_HEADER_BYTES:].replace(b"\x00\x00\x03", b"\x00\x00")
-        return cls(int.from_bytes(payload, "big"), 8 * len(payload))
-
-    def fixed(self, position: int, width: int) -> int:
-        return (self.value >> (self.length - position - width)) & ((1 << width) - 1)
-
-    def exp_golomb(self, position: int) -> tuple[int, int]:
-        """The ue(v) at ``position`` and the position after it."""
-        zeros = 0
-        while not self.fixed(position + zeros, 1):
-            zeros += 1
-        width = 2 * zeros + 1
-        return self.fixed(position, width) - 1, position + width
-
-    def with_fixed(self, position: int, width: int, number: int) -> "_Bits":
-        return self._replaced(position, width, number, width)
-
-    def with_exp_golomb(self, position: int, number: int, *, padded: bool) -> "_Bits":
-        """The ue(v) at ``position`` replaced by ``number``. ``padded``: the RBSP ends in
-        stop-bit padding, rebuilt for the new length; otherwise the length must change by
-        whole bytes (a slice header before byte-aligned data)."""
-        old_end = self.exp_golomb(position)[1]
-        code = number + 1
-        width = 2 * code.bit_length() - 1
-        if padded:
-            return self._unpadded()._replaced(position, old_end - position, code, width)._padded()
-        if (width - (old_end - position)) % 8:
-            raise CutError(f"a slice's PPS id cannot become {number} without moving its data")
-        return self._replaced(position, old_end - position, code, width)
-
-    def escaped(self) -> bytes:
-        rbsp = self.value.to_bytes(self.length // 8, "big")
-        return re.sub(rb"\x00\x00(?=[\x00-\x03]|\Z)", b"\x00\x00\x03", rbsp)
-
-    def _replaced(self, position: int, old_width: int, number: int, width: int) -> "_Bits":
-        after = self.length - position - old_width
-        head = self.value >> (after + old_width)
-        tail = self.value & ((1 << after) - 1)
-        value = (((head << width) | number) << after) | tail
-        return _Bits(value, self.length - old_width + width)
-
-    def _unpadded(self) -> "_Bits":
-        """Without the stop bit and the zeros after it."""
-        trailing = (self.value & -self.value).bit_length()
-        return _Bits(self.value >> trailing, self.length - trailing)
-
-    def _padded(self) -> "_Bits":
-        padding = -(self.length + 1) % 8
-        return _Bits(((self.value << 1) | 1) << padding, self.length + 1 + padding)

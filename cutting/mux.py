@@ -12,7 +12,7 @@ from av.video.stream import VideoStream
 from cutting.audio import audio_packets
 from cutting.errors import CutError
 from cutting.nal import split_annexb
-from cutting.probe import frame_seconds, time_base_of
+from cutting.probe import frame_ticks, time_base_of
 from cutting.smart import OutputPacket, VideoCut
 from cutting.verify import PacketDigest, packet_digest
 
@@ -92,12 +92,12 @@ def _video_stream(mp4: av.container.OutputContainer, video: VideoCut) -> VideoSt
 def _video_packets(
     video: VideoCut, stream: av.stream.Stream, digests: list[PacketDigest]
 ) -> Iterator[av.Packet]:
-    frame_ticks = round(frame_seconds(video.stream) / time_base_of(video.stream))
+    ticks = round(frame_ticks(video.stream))
     for cut in video.packets:
         # The MP4 muxer stores Annex B NAL units with 4-byte lengths instead of start codes.
         stored = b"".join(len(nal).to_bytes(4) + nal for nal in split_annexb(cut.data))
         digests.append(packet_digest(stored))
-        yield _packet(cut, video, stream, frame_ticks)
+        yield _packet(cut, video, stream, ticks)
 
 
 def _packet(

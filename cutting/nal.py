@@ -5,7 +5,9 @@ the MP4 muxer converts Annex B to length-prefixed samples and builds avcC/hvcC f
 Annex B parameter sets given as extradata.
 """
 
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import Enum
 
 START_CODE = b"\x00\x00\x00\x01"
@@ -155,26 +157,71 @@ def h264_parameter_set_ids(nals: Iterable[bytes]) -> set[int]:
     for nal in nals:
         kind = nal_type(Codec.H264, nal)
         if kind == _H264_SPS:
-            ids.add(_BitReader(_unescape(nal[4:12])).exp_golomb())
+            # after profile_idc, the constraint flags and level_idc: 24 bits
+            ids.add(Rbsp.of(nal[1:]).exp_golomb(24)[0])
         elif kind == _H264_PPS:
-            ids.add(_BitReader(_unescape(nal[1:8])).exp_golomb())
+            ids.add(Rbsp.of(nal[1:]).exp_golomb(0)[0])
     return ids
 
 
-def _unescape(data: bytes) -> bytes:
-    """Remove emulation-prevention bytes (00 00 03 -> 00 00)."""
-    return data.replace(b"\x00\x00\x03", b"\x00\x00")
+@dataclass(frozen=True)
+class Rbsp:
+    """An RBSP (a NAL unit's payload without emulation prevention) as one big integer:
+    fields read and rewritten by bit position."""
 
+    value: int
+    length: int
 
-class _BitReader:
-    def __init__(self, data: bytes) -> None:
-        self._bits = "".join(f"{byte:08b}" for byte in data)
-        self._position = 0
+    @classmethod
+    def of(cls, payload: bytes) -> "Rbsp":
+        """The RBSP of a NAL unit's ``payload`` (what follows its header)."""
+        rbsp = payload.replace(b"\x00\x00\x03", b"\x00\x00")
+        return cls(int.from_bytes(rbsp, "big"), 8 * len(rbsp))
 
-    def exp_golomb(self) -> int:
+    def fixed(self, position: int, width: int) -> int:
+        return (self.value >> (self.length - position - width)) & ((1 << width) - 1)
+
+    def exp_golomb(self, position: int) -> tuple[int, int]:
+        """The ue(v) at ``position`` and the position after it."""
         zeros = 0
-        while self._bits[self._position + zeros] == "0":
+        while not self.fixed(position + zeros, 1):
             zeros += 1
-        start = self._position + zeros
-        self._position = start + zeros + 1
-        return int(self._bits[start : self._position], 2) - 1
+        width = 2 * zeros + 1
+        return self.fixed(position, width) - 1, position + width
+
+    def with_fixed(self, position: int, width: int, number: int) -> "Rbsp":
+        return self._replaced(position, width, number, width)
+
+    def with_exp_golomb(self, position: int, number: int, *, padded: bool) -> "Rbsp":
+        """The ue(v) at ``position`` replaced by ``number``. ``padded``: the RBSP ends in
+        stop-bit padding, rebuilt for the new length; otherwise the length must change by
+        whole bytes (a slice header before byte-aligned data)."""
+        old_end = self.exp_golomb(position)[1]
+        code = number + 1
+        width = 2 * code.bit_length() - 1
+        if padded:
+            return self._unpadded()._replaced(position, old_end - position, code, width)._padded()
+        if (width - (old_end - position)) % 8:
+            raise ValueError(f"ue({number}) at bit {position} would move byte-aligned data")
+        return self._replaced(position, old_end - position, code, width)
+
+    def escaped(self) -> bytes:
+        """The payload again: emulation prevention added back (a final zero run too)."""
+        rbsp = self.value.to_bytes(self.length // 8, "big")
+        return re.sub(rb"\x00\x00(?=[\x00-\x03]|\Z)", b"\x00\x00\x03", rbsp)
+
+    def _replaced(self, position: int, old_width: int, number: int, width: int) -> "Rbsp":
+        after = self.length - position - old_width
+        head = self.value >> (after + old_width)
+        tail = self.value & ((1 << after) - 1)
+        value = (((head << width) | number) << after) | tail
+        return Rbsp(value, self.length - old_width + width)
+
+    def _unpadded(self) -> "Rbsp":
+        """Without the stop bit and the zeros after it."""
+        trailing = (self.value & -self.value).bit_length()
+        return Rbsp(self.value >> trailing, self.length - trailing)
+
+    def _padded(self) -> "Rbsp":
+        padding = -(self.length + 1) % 8
+        return Rbsp(((self.value << 1) | 1) << padding, self.length + 1 + padding)

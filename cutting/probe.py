@@ -192,7 +192,16 @@ def pts_of(item: av.Packet | av.frame.Frame) -> int:
 
 def frame_seconds(stream: av.stream.Stream) -> float:
     """How long one frame of a video stream is shown (30 fps when it tells no rate)."""
-    return float(1 / (stream.average_rate or stream.guessed_rate or 30))
+    return float(1 / _frame_rate(stream))
+
+
+def frame_ticks(stream: av.stream.Stream) -> Fraction:
+    """``frame_seconds`` in the stream's time base, exactly."""
+    return 1 / (_frame_rate(stream) * time_base_of(stream))
+
+
+def _frame_rate(stream: av.stream.Stream) -> Fraction:
+    return stream.average_rate or stream.guessed_rate or Fraction(30)
 
 
 def to_ticks(seconds: float, time_base: Fraction) -> int:

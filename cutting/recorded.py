@@ -30,7 +30,7 @@ from cutting.logs import ffmpeg_errors
 from cutting.probe import (
     NotFinalized,
     clock_time,
-    frame_seconds,
+    frame_ticks,
     open_container,
     origin_seconds,
     packets_from,
@@ -145,12 +145,12 @@ def _decodable_end(video: VideoStream, gop: list[av.Packet]) -> int:
                 broken_pts = keyframe_pts if packet is None else pts_of(packet)
                 break
             decoded += [frame.pts for frame in frames if frame.pts is not None]
-    frame_ticks = frame_seconds(video) / float(time_base_of(video))
+    one_frame = float(frame_ticks(video))
     end = keyframe_pts
     for pts in sorted(pts for pts in decoded if pts >= keyframe_pts):
-        if pts > end + frame_ticks / 2 or (broken_pts is not None and pts >= broken_pts):
+        if pts > end + one_frame / 2 or (broken_pts is not None and pts >= broken_pts):
             break
-        end = pts + round(frame_ticks)
+        end = pts + round(one_frame)
     return end
 
 

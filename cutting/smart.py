@@ -41,7 +41,7 @@ from cutting.nal import (
     split_length_prefixed,
     without_stream_headers,
 )
-from cutting.probe import origin_seconds, packets_from, pts_of, time_base_of
+from cutting.probe import frame_ticks, origin_seconds, packets_from, pts_of, time_base_of
 
 # Packets looked at to measure the source's reorder depth (H.264 allows up to 16).
 _REORDER_WINDOW = 48
@@ -122,9 +122,7 @@ class _Source:
         self.parameter_sets, self._length_size = parameter_sets_from_extradata(
             self.codec, extradata
         )
-        self.frame_ticks = 1 / (
-            (stream.average_rate or stream.guessed_rate or 30) * time_base_of(stream)
-        )
+        self.frame_ticks = frame_ticks(stream)
         self.container = container
 
     def units_from(self, target: int) -> Iterator[Unit]:
