@@ -2,7 +2,8 @@
 
 The settings are the one source of the bucket's name, project and key:
 ``CLIPPING_BUCKET``, ``CLIPPING_GCP_PROJECT`` and ``CLIPPING_SERVICE_ACCOUNT_FILE``, a
-key file on the host itself, readable only by the service's user. The ``clip-bucket``
+key file on the host itself, readable only by the service's user (or none: Application
+Default Credentials, and keyless signing, ``clipping.signing``). The ``clip-bucket``
 block (``blocks.gcs``) names the same bucket for the Prefect UI but holds no key, so
 whoever can read blocks from the Prefect API cannot sign URLs. Building the clients here
 also spares the flow process prefect-gcp's import (~0.45 s: its package imports the
@@ -49,16 +50,6 @@ class ClipBucket(BaseModel):
     def storage(self) -> Bucket:
         """A storage-client bucket: one client (one token) for all its calls; no request."""
         return Client(project=self.project, credentials=self.credentials()).bucket(self.name)
-
-    def signing_credentials(self) -> Credentials:
-        """The key that signs V4 URLs."""
-        credentials = self.credentials()
-        if credentials is None:
-            raise RuntimeError(
-                "signing download URLs needs a service-account key file on this host: "
-                "set CLIPPING_SERVICE_ACCOUNT_FILE (readable by the service's user alone)"
-            )
-        return credentials
 
 
 @lru_cache(maxsize=8)

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -99,7 +100,12 @@ class ClipRequest(BaseModel):
 
     @property
     def poster_object_name(self) -> str:
-        return f"{self.hand_id}/{self.request_id}.jpg"
+        return poster_object_of(self.object_name)
+
+
+def poster_object_of(clip_object: str) -> str:
+    """The poster's object name beside its clip's."""
+    return str(PurePosixPath(clip_object).with_suffix(".jpg"))
 
 
 def new_request_id() -> str:
@@ -118,6 +124,9 @@ class ClipState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    # Status answers only: the clip was deleted by the retention rule.
+    EXPIRED = "expired"
 
 
 class ClipOutcome(BaseModel):
@@ -152,7 +161,7 @@ class ClipCompletion(ClipOutcome):
 
     request_id: str | None = Field(description="None only when a rejected message had none.")
     hand_id: str | None = None
-    status: Literal[ClipState.COMPLETED, ClipState.FAILED, ClipState.REJECTED]
+    status: Literal[ClipState.COMPLETED, ClipState.FAILED, ClipState.REJECTED, ClipState.CANCELLED]
     finished_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -161,6 +170,7 @@ class ClipStatusReport(ClipOutcome):
 
     request_id: str
     status: ClipState
+    finished_at: datetime | None = Field(default=None, description="When the request ended.")
     progress: float | None = Field(default=None, description="Percent of the cut done.")
     phase: str | None = Field(
         default=None,

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from clipping.outputs import ClipOutput
@@ -99,7 +99,30 @@ class Settings(BaseSettings):
         "interrupted chunk.",
     )
     signed_url_ttl: timedelta = Field(
-        default=MAX_SIGNED_URL_TTL, description="Lifetime of download URLs (at most 7 days)."
+        default=MAX_SIGNED_URL_TTL,
+        description="Lifetime of download URLs (at most 7 days; 12 hours when signing "
+        "without a key file).",
+    )
+    url_min_valid: timedelta = Field(
+        default=timedelta(hours=1),
+        description="The status API answers a completed clip's URLs valid for at least this "
+        "long: it signs them again when the stored ones expire sooner.",
+    )
+    signing_service_account: str | None = Field(
+        default=None,
+        description="Without a key file: the service account whose identity signs URLs "
+        "through IAM signBlob. Unset: the one Application Default Credentials run as.",
+    )
+    iam_credentials_url: str = Field(
+        default="https://iamcredentials.googleapis.com",
+        description="The IAM Credentials API that signs URLs without a key file.",
+    )
+    retention_days: int | None = Field(
+        default=None,
+        gt=0,
+        description="Clips and posters are deleted this many days after upload (a bucket "
+        "lifecycle rule set by `python -m deployments`); the status API then answers "
+        "'expired'. Unset: kept until deleted.",
     )
     default_output: ClipOutput = Field(
         default=ClipOutput.WEB,
@@ -163,6 +186,12 @@ class Settings(BaseSettings):
         if not timedelta(0) < ttl <= MAX_SIGNED_URL_TTL:
             raise ValueError("signed_url_ttl must be positive and at most 7 days")
         return ttl
+
+    @model_validator(mode="after")
+    def _urls_outlive_their_minimum(self) -> "Settings":
+        if self.url_min_valid >= self.signed_url_ttl:
+            raise ValueError("url_min_valid must be shorter than signed_url_ttl")
+        return self
 
     def topic_path(self, topic: str) -> str:
         return f"projects/{self.gcp_project}/topics/{topic}"

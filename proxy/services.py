@@ -15,6 +15,7 @@ from clipping.settings import Settings
 from proxy.accepted import AcceptedRequests
 from proxy.auth import ApiKeys
 from proxy.limits import RateLimiter
+from proxy.links import ClipLinks
 from proxy.settings import ProxySettings
 
 
@@ -48,6 +49,7 @@ class Services:
     keys: ApiKeys
     limiter: RateLimiter
     publisher: Publisher
+    links: ClipLinks
     prefect_settings: Any  # prefect.settings.Settings, built once (~50 ms of CPU each)
     profile: Any = None
     accepted: AcceptedRequests | None = None

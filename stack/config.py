@@ -26,7 +26,9 @@ class StackConfig(BaseSettings):
     prefect_port: int = 4200
     pubsub_port: int = 8085
     gcs_port: int = 4443
-    token_port: int = 8086
+    auth_port: int = Field(
+        default=8086, description="Token, metadata and signBlob stand-in (emulators.google_auth)."
+    )
     proxy_port: int = 8080
     workers: tuple[str, ...] = ("nas-server-01", "nas-server-02")
     worker_health_ports: tuple[int, ...] = Field(
@@ -35,6 +37,11 @@ class StackConfig(BaseSettings):
     worker_limit: int = Field(default=4, gt=0, description="Flow runs per worker at once.")
     prefect_database_url: str | None = Field(
         default=None, description="Prefect server database (default: SQLite in the state dir)."
+    )
+    keyless: bool = Field(
+        default=False,
+        description="Sign URLs without a key file: the services run as the metadata server's "
+        "account and sign through the IAM signBlob stand-in.",
     )
 
     @classmethod
@@ -45,7 +52,7 @@ class StackConfig(BaseSettings):
             prefect_port=free_port(),
             pubsub_port=free_port(),
             gcs_port=free_port(),
-            token_port=free_port(),
+            auth_port=free_port(),
             proxy_port=free_port(),
             worker_health_ports=(free_port(), free_port()),
         )
@@ -64,8 +71,12 @@ class StackConfig(BaseSettings):
         return f"http://{self.host}:{self.prefect_port}"
 
     @property
+    def auth_url(self) -> str:
+        return f"http://{self.host}:{self.auth_port}"
+
+    @property
     def token_uri(self) -> str:
-        return f"http://{self.host}:{self.token_port}/token"
+        return f"{self.auth_url}/token"
 
     @property
     def proxy_url(self) -> str:
@@ -166,13 +177,21 @@ class StackConfig(BaseSettings):
             "PUBSUB_EMULATOR_HOST": f"{self.host}:{self.pubsub_port}",
             "STORAGE_EMULATOR_HOST": f"http://{self.host}:{self.gcs_port}",
             "CLIPPING_NAS_ROOTS": str(self.nas_root),
-            "CLIPPING_SERVICE_ACCOUNT_FILE": str(self.service_account_file),
             "CLIPPING_PROXY_DATABASE_URL": f"sqlite:///{self.dir / 'proxy.db'}",
             "CLIPPING_PROXY_API_KEYS_FILE": str(self.api_keys_file),
             "CLIPPING_PROXY_DOCS_ENABLED": "true",
             "CLIPPING_PROXY_URL": self.proxy_url,
             "CLIPPING_WORK_DIR": str(self.dir / "scratch"),
+            "CLIPPING_IAM_CREDENTIALS_URL": self.auth_url,
+            **self._credentials_env(),
         }
+
+    def _credentials_env(self) -> dict[str, str]:
+        """A key file, or (keyless) the metadata server's account as Cloud Run has it."""
+        if not self.keyless:
+            return {"CLIPPING_SERVICE_ACCOUNT_FILE": str(self.service_account_file)}
+        metadata = f"{self.host}:{self.auth_port}"
+        return {"GCE_METADATA_HOST": metadata, "GCE_METADATA_IP": metadata}
 
 
 def _read_or_create_auth_string(path: Path) -> str:

@@ -26,7 +26,7 @@ logger = logging.getLogger("clipping.stack")
 SERVER_START_TIMEOUT_S = 120.0
 
 
-SERVERS = ("prefect-server", "pubsub-emulator", "token-endpoint", "gcs-emulator")
+SERVERS = ("prefect-server", "pubsub-emulator", "google-auth", "gcs-emulator")
 
 
 @dataclass(frozen=True)
@@ -133,11 +133,12 @@ class Stack:
                 config.env(),
                 port_open(config.host, config.pubsub_port),
             ),
-            "token-endpoint": Component(
-                [python, "-m", "emulators.token_endpoint",
-                 "--host", config.host, "--port", str(config.token_port)],
+            "google-auth": Component(
+                [python, "-m", "emulators.google_auth",
+                 "--host", config.host, "--port", str(config.auth_port),
+                 "--key-file", str(config.service_account_file)],
                 config.env(),
-                port_open(config.host, config.token_port),
+                port_open(config.host, config.auth_port),
             ),
             "gcs-emulator": Component(
                 gcs_command(config.host, config.gcs_port),

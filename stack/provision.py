@@ -26,7 +26,8 @@ COMPLETIONS_AUDIT_SUBSCRIPTION = "clipping-complete-audit"
 def write_service_account_key(path: Path, project: str, token_uri: str) -> None:
     """A service-account key file with a fresh RSA key: it signs the local URLs.
 
-    ``token_uri`` is the stack's token endpoint (``emulators.token_endpoint``).
+    ``token_uri`` is the stack's token endpoint (``emulators.google_auth``), which
+    also signs blobs with this key for keyless signing.
     """
     if path.exists():
         return

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from prefect.utilities.templating import apply_values
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings
 
 from clipping.settings import CLIP_FLOW, Settings
@@ -89,7 +89,7 @@ def shown_default(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, timedelta):
-        return f"P{value.days}D"
+        return str(TypeAdapter(timedelta).dump_python(value, mode="json"))
     if isinstance(value, tuple):
         return ":".join(str(part) for part in value)
     if isinstance(value, Enum):

@@ -10,18 +10,22 @@ import math
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Request, status
+from google.auth.exceptions import GoogleAuthError
 from pydantic import BaseModel
 
 from clipping.messages import ClipState, ClipStatusReport, NewClipRequest
+from clipping.signing import SigningError
 from proxy.accepted import AcceptedRequests, RequestIdConflict
 from proxy.deps import (
     AcceptedDep,
     ClipCaller,
     LimiterDep,
+    LinksDep,
     OutcomesDep,
     PrefectDep,
     PublisherDep,
 )
+from proxy.links import ClipLinks
 from proxy.problems import not_found, problems
 from proxy.services import Publisher
 from proxy.status import find_run, report_for_run, report_of_outcome
@@ -96,8 +100,11 @@ async def clip_status(
     accepted: AcceptedDep,
     outcomes: OutcomesDep,
     prefect: PrefectDep,
+    links: LinksDep,
 ) -> ClipStatusReport:
-    """``queued``, ``processing`` (with progress), ``completed`` or ``failed``.
+    """``queued``, ``processing`` (with progress), ``completed`` (with URLs valid for
+    ``CLIPPING_URL_MIN_VALID`` at least), ``failed``, ``rejected``, ``cancelled`` or
+    ``expired``.
 
     Only the caller's own requests; an admin sees every one.
     """
@@ -105,13 +112,23 @@ async def clip_status(
     if not caller.is_admin and accepted.owner(request_id) != caller.digest:
         raise _unknown_request(request_id)
     if (outcome := await asyncio.to_thread(outcomes.read, request_id)) is not None:
-        return report_of_outcome(request_id, outcome)
+        return await _with_current_links(links, report_of_outcome(request_id, outcome))
     run = await find_run(prefect, request_id)
     if run is not None:
         return await report_for_run(prefect, request_id, run)
     if request_id in accepted:
         return ClipStatusReport(request_id=request_id, status=ClipState.QUEUED)
     raise _unknown_request(request_id)
+
+
+async def _with_current_links(links: ClipLinks, report: ClipStatusReport) -> ClipStatusReport:
+    try:
+        return await asyncio.to_thread(links.current, report)
+    except (SigningError, GoogleAuthError) as error:
+        logger.error("request %s: signing its links failed: %s", report.request_id, error)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "the clip's links cannot be signed; retry later"
+        ) from None
 
 
 def _unknown_request(request_id: str) -> HTTPException:
