@@ -26,7 +26,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.states import AwaitingRetry, Failed
 
-from clipping.outcomes import RequestOutcomes, run_failure
+from clipping.outcomes import RequestOutcomes, run_outcome
 
 logger = logging.getLogger("clipping.listener")
 
@@ -47,7 +47,7 @@ def sweep_crashed_runs(
         if crashes >= max_attempts:
             reason = f"crashed {crashes} times; giving up"
             prefect.set_flow_run_state(run.id, Failed(message=reason), force=True)
-            outcomes.settle(run_failure(run.parameters, str(run.id), reason))
+            outcomes.settle(run_outcome(run.parameters, str(run.id), reason))
             logger.error("flow run %s %s", run.id, reason)
         elif run.state_type is StateType.CRASHED and _age(run) >= grace:
             prefect.set_flow_run_state(

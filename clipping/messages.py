@@ -5,6 +5,7 @@ parameter; ``ClipCompletion`` is the body of a ``clipping-complete`` message;
 ``ClipStatusReport`` is the answer of ``GET /v1/clip/{request_id}/status``.
 """
 
+import ipaddress
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -78,6 +80,19 @@ class ClipRequest(BaseModel):
         description="'web': H.264/AAC every browser plays (an HEVC recording is re-encoded); "
         "'source': the recording's codec. Unset: CLIPPING_DEFAULT_OUTPUT (web).",
     )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Where the proxy POSTs the completion, signed per Standard Webhooks: an "
+        "absolute https URL (http only to a loopback host, where the proxy allows loopback).",
+    )
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_is_a_web_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            check_callback_url(url)
+        return url
 
     @field_validator("nas_video_path")
     @classmethod
@@ -96,16 +111,52 @@ class ClipRequest(BaseModel):
     @property
     def object_name(self) -> str:
         """Deterministic per request, so a retried upload overwrites instead of duplicating."""
-        return f"{self.hand_id}/{self.request_id}.mp4"
+        return clip_object_of(self.hand_id, self.request_id)
 
     @property
     def poster_object_name(self) -> str:
         return poster_object_of(self.object_name)
 
 
+def clip_object_of(hand_id: str, request_id: str) -> str:
+    """The clip's object name."""
+    return f"{hand_id}/{request_id}.mp4"
+
+
 def poster_object_of(clip_object: str) -> str:
     """The poster's object name beside its clip's."""
     return str(PurePosixPath(clip_object).with_suffix(".jpg"))
+
+
+def check_callback_url(url: str) -> None:
+    """Raise ``ValueError`` unless ``url`` is an absolute http(s) URL a callback may go to.
+
+    Cheap (no DNS), as every layer validates requests: the proxy checks the addresses the
+    host resolves to when it delivers (``proxy.webhooks``).
+    """
+    if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
+        raise ValueError("must not contain spaces or control characters")
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("must be an absolute https URL")
+    if "@" in parts.netloc:
+        raise ValueError("must not carry credentials")
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError("must be https (http only to a loopback host)")
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address literal (``127.0.0.0/8``, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def new_request_id() -> str:

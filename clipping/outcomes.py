@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from google.api_core.exceptions import NotFound, PreconditionFailed
 from google.cloud.storage import Blob, Bucket
@@ -148,15 +148,20 @@ class RequestOutcomes:
         return self._bucket.blob(f"{records_prefix(request_id)}/announced.json")
 
 
-def run_failure(
-    parameters: Mapping[str, Any], flow_run_id: str, reason: str, agent_id: str | None = None
+def run_outcome(
+    parameters: Mapping[str, Any],
+    flow_run_id: str,
+    reason: str,
+    agent_id: str | None = None,
+    status: Literal[ClipState.FAILED, ClipState.CANCELLED] = ClipState.FAILED,
 ) -> ClipCompletion:
-    """The ``failed`` outcome of a ``clip-hand`` run, from the run's parameters."""
+    """The outcome of a ``clip-hand`` run that ended without a clip (``failed`` unless it
+    was cancelled), from the run's parameters."""
     request = parameters.get("request") or {}
     return ClipCompletion(
         request_id=request.get("request_id"),
         hand_id=request.get("hand_id"),
-        status=ClipState.FAILED,
+        status=status,
         reason=reason,
         agent_id=agent_id,
         flow_run_id=flow_run_id,

@@ -7,6 +7,9 @@ collide with clips. The request's outcome is kept in the same folder by
 ``clipping.outcomes``, its one owner.
 """
 
+import contextlib
+from collections.abc import Iterable
+
 from google.api_core.exceptions import NotFound
 from google.cloud.storage import Bucket
 from pydantic import BaseModel
@@ -18,6 +21,22 @@ RECORDS_PREFIX = "_records"
 
 def records_prefix(request_id: str) -> str:
     return f"{RECORDS_PREFIX}/{request_id}"
+
+
+def discard_objects(bucket: Bucket, object_names: Iterable[str]) -> list[str]:
+    """Delete the named objects (a clip, its poster); the names that were there."""
+    deleted = []
+    for name in object_names:
+        with contextlib.suppress(NotFound):
+            bucket.blob(name).delete()
+            deleted.append(name)
+    return deleted
+
+
+def erase_records(bucket: Bucket, request_id: str) -> list[str]:
+    """Delete every record of the request (its upload record and its outcome)."""
+    names = [blob.name for blob in bucket.list_blobs(prefix=f"{records_prefix(request_id)}/")]
+    return discard_objects(bucket, names)
 
 
 class UploadedClip(BaseModel):

@@ -7,13 +7,13 @@ last reference picture after the end is kept. The ffmpeg binary is the one shipp
 ``imageio-ffmpeg`` wheel.
 """
 
-import subprocess
 from pathlib import Path
 
 import ffmpeg
 import imageio_ffmpeg
 
 from clipping.nas import OpenRecording
+from cutting.children import run_child
 from cutting.errors import CutError
 
 
@@ -34,7 +34,7 @@ def stream_copy(
     output.parent.mkdir(parents=True, exist_ok=True)
     # ffmpeg reads the opened recording, never its name: it inherits the descriptor under
     # the same number, so ``source.path`` (/proc/self/fd/N) is the same file in the child.
-    finished = subprocess.run(
+    finished = run_child(
         command.compile(cmd=imageio_ffmpeg.get_ffmpeg_exe()),
         capture_output=True,
         pass_fds=(source.fd,),

@@ -1,4 +1,5 @@
-"""Applying what the service needs: Pub/Sub topology, work pool, blocks, deployment, automation.
+"""Applying what the service needs: Pub/Sub topology, the bucket's retention rule
+(``CLIPPING_RETENTION_DAYS``), work pool, blocks, deployment, automation.
 
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m deployments
 

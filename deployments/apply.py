@@ -1,4 +1,5 @@
-"""Apply topics, work pool, blocks, ``prefect.yaml`` deployments and automations; idempotent."""
+"""Apply topics, the bucket's retention rule, work pool, blocks, ``prefect.yaml``
+deployments and automations; idempotent."""
 
 import logging
 import os
@@ -15,6 +16,7 @@ from blocks.gcs import save_clip_blocks
 from clipping.settings import Settings
 from deployments.automations import ensure_recovery_automations
 from deployments.pubsub import ensure_topology
+from deployments.retention import apply_retention
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 logger = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ def deploy_all(settings: Settings, project_dir: Path = PROJECT_DIR) -> None:
 
 def apply(settings: Settings) -> None:
     ensure_topology(settings)
+    apply_retention(settings)
     ensure_work_pool(settings.work_pool)
     bucket = save_clip_blocks(settings)
     logger.info("saved blocks %s (gs://%s)", settings.gcs_block, bucket.bucket)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 from uuid import UUID
 
 from prefect import flow, get_run_logger, runtime, task
@@ -34,8 +35,8 @@ from prefect.states import Failed, State
 
 from clipping.bucket import ClipBucket
 from clipping.messages import ClipCompletion, ClipRequest, ClipState
-from clipping.outcomes import RequestOutcomes, publish_completion, run_failure
-from clipping.records import UploadedClip, UploadRecord
+from clipping.outcomes import RequestOutcomes, publish_completion, run_outcome
+from clipping.records import UploadedClip, UploadRecord, discard_objects
 from clipping.settings import CLIP_FLOW, get_settings
 from clipping.signing import SignedUrl, UrlSigner
 from cutting import CutClip, CutError, cut_clip, write_poster
@@ -160,17 +161,34 @@ def running_agent() -> str | None:
 
 
 def announce_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
-    """on_failure and on_cancellation hook: the run ended for good without a clip, so tell
-    M6 why (once per request)."""
-    failure = run_failure(
+    """on_failure hook: the run ended for good without a clip, so tell M6 why (once per
+    request)."""
+    _announce_end(flow, flow_run, state, ClipState.FAILED)
+
+
+def announce_cancellation(flow: Flow, flow_run: FlowRun, state: State) -> None:
+    """on_cancellation hook: a run cancelled from the Prefect UI or API ends its request as
+    ``cancelled``. One cancelled through the proxy is settled already: nothing is sent."""
+    _announce_end(flow, flow_run, state, ClipState.CANCELLED)
+
+
+def _announce_end(
+    flow: Flow,
+    flow_run: FlowRun,
+    state: State,
+    status: Literal[ClipState.FAILED, ClipState.CANCELLED],
+) -> None:
+    ending = run_outcome(
         flow_run.parameters,
         str(flow_run.id),
-        state.message or "the clip run failed",
+        state.message
+        or f"the clip run {'failed' if status is ClipState.FAILED else 'was cancelled'}",
         agent_id=running_agent(),
+        status=status,
     )
-    outcome = RequestOutcomes.from_settings(get_settings()).settle(failure)
-    if outcome is failure:
-        flow_run_logger(flow_run, flow).info("announced the failure")
+    outcome = RequestOutcomes.from_settings(get_settings()).settle(ending)
+    if outcome is ending:
+        flow_run_logger(flow_run, flow).info("announced the request as %s", status.value)
 
 
 @flow(
@@ -178,7 +196,7 @@ def announce_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
     retries=1,
     retry_delay_seconds=5,
     on_failure=[announce_failure],
-    on_cancellation=[announce_failure],
+    on_cancellation=[announce_cancellation],
 )
 def clip_hand(request: ClipRequest) -> ClipCompletion | State:
     """Cut one poker hand out of a NAS recording, publish it, and announce it.
@@ -204,8 +222,8 @@ def _clip(request: ClipRequest) -> ClipCompletion | State:
     upload_record = UploadRecord(bucket.storage(), request.request_id)
     uploaded = upload_record.read()
     if uploaded is None:
-        produced = _cut_and_upload(request, bucket, timings)
-        if isinstance(produced, State):
+        produced = _cut_and_upload(request, bucket, outcomes, timings)
+        if not isinstance(produced, UploadedClip):
             return produced
         uploaded = produced
         upload_record.write(uploaded)
@@ -237,7 +255,15 @@ def _clip(request: ClipRequest) -> ClipCompletion | State:
     outcome = outcomes.settle(completion)
     if outcome is not completion:
         get_run_logger().info("another attempt announced it as %s", outcome.status)
+    if outcome.status is ClipState.CANCELLED:
+        _discard_cancelled(bucket, uploaded)
     return _final(outcome)
+
+
+def _discard_cancelled(bucket: ClipBucket, uploaded: UploadedClip) -> None:
+    """The request was cancelled while this run finished it: no clip of it may stay."""
+    deleted = discard_objects(bucket.storage(), [uploaded.object_path, uploaded.poster_path])
+    get_run_logger().info("cancelled meanwhile: deleted %s", ", ".join(deleted) or "nothing")
 
 
 def _final(outcome: ClipCompletion) -> ClipCompletion | State:
@@ -248,9 +274,14 @@ def _final(outcome: ClipCompletion) -> ClipCompletion | State:
 
 
 def _cut_and_upload(
-    request: ClipRequest, bucket: ClipBucket, timings: dict[str, float]
-) -> UploadedClip | State:
-    """Cut in a scratch directory that is always removed, then upload; Failed if uncuttable."""
+    request: ClipRequest,
+    bucket: ClipBucket,
+    outcomes: RequestOutcomes,
+    timings: dict[str, float],
+) -> UploadedClip | ClipCompletion | State:
+    """Cut in a scratch directory that is always removed, then upload; Failed if uncuttable.
+    If the request ended meanwhile (cancelled while it was cut), nothing is uploaded and
+    its outcome is the run's result."""
     work_dir = get_settings().work_dir
     if work_dir:
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -264,6 +295,9 @@ def _cut_and_upload(
                 if error.retryable:
                     return Failed(message=str(error))
                 return fail_for_good(str(error))
+        if (outcome := outcomes.read(request.request_id)) is not None:
+            get_run_logger().info("ended as %s while cut: not uploaded", outcome.status)
+            return _final(outcome)
         with _timed(timings, "upload"):
             upload(Path(scratch), bucket, request)
     return UploadedClip(

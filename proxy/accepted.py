@@ -43,7 +43,26 @@ _accepted = Table(
     Column("published_at", DateTime(timezone=True), nullable=True),
     Column("publications", Integer, nullable=True),
     Column("closed_at", DateTime(timezone=True), nullable=True),
+    # Set when its owner deleted the clip (DELETE /v1/clip/{id}): the record stays, as a
+    # tombstone, so the id is not taken again and its status says it was deleted.
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
 )
+
+
+@dataclass(frozen=True)
+class AcceptedRecord:
+    """An accepted request as recorded: its body (JSON), owner and whether it was deleted."""
+
+    request_id: str
+    body: str
+    owner: str | None
+    deleted_at: datetime | None
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The body's fields, as accepted (not validated again: the settings may differ now)."""
+        fields: dict[str, Any] = json.loads(self.body)
+        return fields
 
 
 @dataclass(frozen=True)
@@ -60,7 +79,8 @@ class Unstarted:
 
 
 class RequestIdConflict(Exception):
-    """The request id was accepted before with a different body, or for another caller."""
+    """The request id was accepted before with a different body, or for another caller, or
+    its clip was deleted."""
 
 
 class AcceptedRequests:
@@ -82,8 +102,13 @@ class AcceptedRequests:
                     _accepted.insert().values(request_id=request.request_id, body=body, owner=owner)
                 )
         except IntegrityError:
-            if self._record(request.request_id) != (body, owner):
-                raise RequestIdConflict(request.request_id) from None
+            earlier = self.record(request.request_id)
+            if earlier is not None and earlier.deleted_at is not None:
+                raise RequestIdConflict("request_id names a clip that was deleted") from None
+            if earlier is None or (earlier.body, earlier.owner) != (body, owner):
+                raise RequestIdConflict(
+                    "request_id was already used for a different request"
+                ) from None
             return False
         return True
 
@@ -94,21 +119,27 @@ class AcceptedRequests:
 
     def owner(self, request_id: str) -> str | None:
         """The key digest that made the request; None if unknown or made before owners."""
-        record = self._record(request_id)
-        return record[1] if record else None
+        record = self.record(request_id)
+        return record.owner if record else None
 
     def __contains__(self, request_id: str) -> bool:
-        return self._record(request_id) is not None
+        return self.record(request_id) is not None
 
-    def _record(self, request_id: str) -> tuple[str, str | None] | None:
-        """``(body, owner)`` of the request, or None."""
+    def record(self, request_id: str) -> AcceptedRecord | None:
         with self._engine.connect() as connection:
             row = connection.execute(
-                select(_accepted.c.body, _accepted.c.owner).where(
-                    _accepted.c.request_id == request_id
-                )
+                select(
+                    _accepted.c.request_id,
+                    _accepted.c.body,
+                    _accepted.c.owner,
+                    _accepted.c.deleted_at,
+                ).where(_accepted.c.request_id == request_id)
             ).one_or_none()
-        return (row.body, row.owner) if row else None
+        return AcceptedRecord(row.request_id, row.body, row.owner, row.deleted_at) if row else None
+
+    def mark_deleted(self, request_id: str, at: datetime) -> None:
+        """Its clip and records are gone; the record stays as the tombstone."""
+        self._update(request_id, deleted_at=at, closed_at=func.coalesce(_accepted.c.closed_at, at))
 
     def unstarted(self, published_before: datetime, limit: int = 500) -> list[Unstarted]:
         """Open requests last published before ``published_before``, oldest first."""

@@ -43,6 +43,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, get_current_settings
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from clipping.bucket import ClipBucket
 from clipping.messages import describe_problems
 from clipping.outcomes import RequestOutcomes
 from clipping.settings import Settings, get_settings
@@ -118,6 +119,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     services.profile = get_settings_context().profile
     services.accepted = AcceptedRequests(services.proxy_settings.database_url)
     services.outcomes = RequestOutcomes.from_settings(services.settings)
+    services.bucket = ClipBucket.from_settings(services.settings).storage()
     async with get_client() as prefect:
         services.prefect = prefect
         reconciling = asyncio.create_task(

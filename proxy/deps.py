@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from google.cloud.storage import Bucket
 from prefect.client.orchestration import PrefectClient
 from prefect.context import SettingsContext
 
@@ -49,6 +50,12 @@ def get_outcomes(request: Request) -> RequestOutcomes:
     return outcomes
 
 
+def get_bucket(request: Request) -> Bucket:
+    bucket = services_of(request).bucket
+    assert bucket is not None, "the app is not running"
+    return bucket
+
+
 async def get_prefect(request: Request) -> AsyncIterator[PrefectClient]:
     # An async dependency runs in the endpoint's context, so the settings hold there.
     running = services_of(request)
@@ -63,6 +70,7 @@ PublisherDep = Annotated[Publisher, Depends(get_publisher)]
 LinksDep = Annotated[ClipLinks, Depends(get_links)]
 AcceptedDep = Annotated[AcceptedRequests, Depends(get_accepted)]
 OutcomesDep = Annotated[RequestOutcomes, Depends(get_outcomes)]
+BucketDep = Annotated[Bucket, Depends(get_bucket)]
 PrefectDep = Annotated[PrefectClient, Depends(get_prefect)]
 ClipCaller = Annotated[Caller, Depends(RequireScope(Scope.CLIP))]
 AdminCaller = Annotated[Caller, Depends(RequireScope(Scope.ADMIN))]

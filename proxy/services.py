@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
+from google.cloud.storage import Bucket
 from prefect.client.orchestration import PrefectClient
 
 from clipping.messages import NewClipRequest
@@ -41,8 +42,8 @@ class Publisher:
 
 @dataclass
 class Services:
-    """Everything the endpoints use; ``accepted``, ``outcomes`` and ``prefect`` exist while
-    the app runs (its lifespan opens and closes them)."""
+    """Everything the endpoints use; ``accepted``, ``outcomes``, ``bucket`` and ``prefect``
+    exist while the app runs (its lifespan opens and closes them)."""
 
     settings: Settings
     proxy_settings: ProxySettings
@@ -54,6 +55,7 @@ class Services:
     profile: Any = None
     accepted: AcceptedRequests | None = None
     outcomes: RequestOutcomes | None = None
+    bucket: Bucket | None = None
     prefect: PrefectClient | None = None
 
 

@@ -32,7 +32,7 @@ _STATE_OF_RUN = {
     StateType.CANCELLING: ClipState.PROCESSING,
     StateType.COMPLETED: ClipState.PROCESSING,
     StateType.FAILED: ClipState.FAILED,
-    StateType.CANCELLED: ClipState.FAILED,
+    StateType.CANCELLED: ClipState.CANCELLED,
 }
 
 
@@ -57,7 +57,7 @@ async def report_for_run(prefect: PrefectClient, request_id: str, run: FlowRun) 
         _STATE_OF_RUN.get(run.state_type, ClipState.QUEUED) if run.state_type else ClipState.QUEUED
     )
     report = ClipStatusReport(request_id=request_id, status=state, flow_run_id=str(run.id))
-    if state is ClipState.FAILED:
+    if state in (ClipState.FAILED, ClipState.CANCELLED):
         report.reason = run.state.message if run.state else None
     if state is ClipState.PROCESSING:
         report.progress, report.phase = await _progress_of(prefect, run)

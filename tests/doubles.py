@@ -2,8 +2,8 @@
 
 ``MemoryBucket`` keeps the few ``google.cloud.storage`` semantics the request records rely
 on: objects with generations, ``if_generation_match`` preconditions (0: only if absent),
-``NotFound`` and ``PreconditionFailed``. The same records are tested against the real GCS
-emulator in ``tests/test_outcomes.py``.
+``NotFound``, ``PreconditionFailed`` and listing by prefix. The same records are tested
+against the real GCS emulator in ``tests/test_outcomes.py``.
 """
 
 from dataclasses import dataclass, field
@@ -29,6 +29,9 @@ class MemoryBucket:
 
     def names(self) -> list[str]:
         return sorted(self.objects)
+
+    def list_blobs(self, prefix: str = "") -> list["MemoryBlob"]:
+        return [self.blob(name) for name in self.names() if name.startswith(prefix)]
 
 
 class MemoryBlob:

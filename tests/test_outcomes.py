@@ -9,7 +9,7 @@ import pytest
 from google.cloud import storage
 
 from clipping.messages import ClipCompletion, ClipState
-from clipping.outcomes import RequestOutcomes, run_failure
+from clipping.outcomes import RequestOutcomes, run_outcome
 from tests.doubles import MemoryBucket
 
 pytestmark = pytest.mark.integration
@@ -117,7 +117,7 @@ def test_of_writers_settling_at_once_exactly_one_announces(bucket: Any) -> None:
 
 def test_a_run_failure_names_the_request_of_the_run() -> None:
     parameters = {"request": {"request_id": "req-9", "hand_id": "hand-9"}}
-    failure = run_failure(parameters, "run-1", "crashed 4 times", agent_id="nas-1")
+    failure = run_outcome(parameters, "run-1", "crashed 4 times", agent_id="nas-1")
     assert (failure.request_id, failure.hand_id, failure.status) == (
         "req-9",
         "hand-9",

@@ -1,4 +1,4 @@
-"""Clip requests (scope ``clip``): queue one, and answer its status.
+"""Clip requests (scope ``clip``): queue one, answer its status, cancel it, delete it.
 
 A caller sees only its own requests (404 for the others, like an unknown id), an admin
 every one.
@@ -7,17 +7,22 @@ every one.
 import asyncio
 import logging
 import math
+from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Request, status
+from google.api_core.exceptions import GoogleAPIError
 from google.auth.exceptions import GoogleAuthError
 from pydantic import BaseModel
 
 from clipping.messages import ClipState, ClipStatusReport, NewClipRequest
 from clipping.signing import SigningError
-from proxy.accepted import AcceptedRequests, RequestIdConflict
+from proxy import control
+from proxy.accepted import AcceptedRecord, AcceptedRequests, RequestIdConflict
+from proxy.access import Caller
 from proxy.deps import (
     AcceptedDep,
+    BucketDep,
     ClipCaller,
     LimiterDep,
     LinksDep,
@@ -65,10 +70,8 @@ async def request_clip(
         )
     try:
         is_new = accepted.accept(clip, owner=caller.digest)
-    except RequestIdConflict:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, "request_id was already used for a different request"
-        ) from None
+    except RequestIdConflict as conflict:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(conflict)) from None
     if is_new:
         await _publish(clip, accepted, publisher)
     return ClipAccepted(
@@ -108,17 +111,101 @@ async def clip_status(
 
     Only the caller's own requests; an admin sees every one.
     """
-    # Another caller's request is answered like an unknown one: no status, no URL.
-    if not caller.is_admin and accepted.owner(request_id) != caller.digest:
-        raise _unknown_request(request_id)
+    record = _visible_record(request_id, caller, accepted)
     if (outcome := await asyncio.to_thread(outcomes.read, request_id)) is not None:
         return await _with_current_links(links, report_of_outcome(request_id, outcome))
     run = await find_run(prefect, request_id)
     if run is not None:
         return await report_for_run(prefect, request_id, run)
-    if request_id in accepted:
+    if record is not None:
         return ClipStatusReport(request_id=request_id, status=ClipState.QUEUED)
     raise _unknown_request(request_id)
+
+
+@router.post(
+    "/{request_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problems(401, 403, 404, 408, 409, 413, 503),
+)
+async def cancel_clip(
+    request_id: str,
+    caller: ClipCaller,
+    accepted: AcceptedDep,
+    outcomes: OutcomesDep,
+    prefect: PrefectDep,
+    bucket: BucketDep,
+) -> ClipStatusReport:
+    """Cancel a queued or processing request: it never runs, or its run is stopped; one
+    ``cancelled`` completion is announced and no clip is kept.
+
+    Cancelling it again answers the same; a request that ended otherwise is 409.
+    """
+    record = _owned_record(request_id, caller, accepted)
+    try:
+        outcome = await asyncio.to_thread(control.cancel_outcome, outcomes, record)
+    except GoogleAPIError as error:
+        logger.error("request %s: announcing the cancel failed: %s", request_id, error)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "the cancel could not be announced; retry later"
+        ) from None
+    if outcome.status is not ClipState.CANCELLED:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"clip request {request_id!r} already ended as {outcome.status.value}",
+        )
+    if (run := await find_run(prefect, request_id)) is not None:
+        await control.stop_run(prefect, run)
+    # A run killed between its upload and its settling leaves its clip behind.
+    await asyncio.to_thread(control.discard_clip, bucket, record, outcome)
+    return report_of_outcome(request_id, outcome)
+
+
+@router.delete(
+    "/{request_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(401, 403, 404, 408, 409, 413, 503),
+)
+async def delete_clip(
+    request_id: str,
+    caller: ClipCaller,
+    accepted: AcceptedDep,
+    outcomes: OutcomesDep,
+    bucket: BucketDep,
+) -> None:
+    """Delete an ended request's clip, poster and records. Its status is then 404 (saying
+    it was deleted) and its ``request_id`` cannot be used again.
+
+    A request still queued or processing is 409: cancel it first.
+    """
+    record = _owned_record(request_id, caller, accepted)
+    outcome = await asyncio.to_thread(outcomes.read, request_id)
+    if outcome is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"clip request {request_id!r} has not ended; cancel it first"
+        )
+    await asyncio.to_thread(control.delete_clip, bucket, record, outcome)
+    accepted.mark_deleted(request_id, datetime.now(UTC))
+
+
+def _visible_record(
+    request_id: str, caller: Caller, accepted: AcceptedRequests
+) -> AcceptedRecord | None:
+    """The request's record if the caller may see it (an admin sees requests the proxy did
+    not accept, too: None). Another caller's request is answered like an unknown one."""
+    record = accepted.record(request_id)
+    if not caller.is_admin and (record is None or record.owner != caller.digest):
+        raise _unknown_request(request_id)
+    if record is not None and record.deleted_at is not None:
+        raise not_found(f"clip request {request_id!r} was deleted")
+    return record
+
+
+def _owned_record(request_id: str, caller: Caller, accepted: AcceptedRequests) -> AcceptedRecord:
+    """The caller's own request (any, for an admin), recorded by this proxy."""
+    record = _visible_record(request_id, caller, accepted)
+    if record is None:
+        raise _unknown_request(request_id)
+    return record
 
 
 async def _with_current_links(links: ClipLinks, report: ClipStatusReport) -> ClipStatusReport:
