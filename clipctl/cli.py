@@ -2,6 +2,7 @@
 
     export CLIPPING_PROXY_URL=http://clipping-proxy:8080 CLIPPING_API_KEY=...
     clipctl request /mnt/nas/day1/table-3.mp4 3605.5 3712 --hand-id hand-0042 --wait
+    clipctl cancel 3f2a...   # or: clipctl delete 3f2a... (an ended request's clip)
     clipctl agents
     clipctl failover nas-server-01
 
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-FINISHED = {"completed", "failed", "rejected"}
+FINISHED = {"completed", "failed", "rejected", "cancelled", "expired"}
 
 app = typer.Typer(
     help="Request poker-hand clips and manage the NAS agents through the clipping proxy.",
@@ -62,7 +63,7 @@ def _call(url: str, key: str, method: str, path: str, **kwargs: Any) -> Any:
             detail = answer.text
         errors.print(f"{answer.status_code}: {detail}")
         raise typer.Exit(1)
-    return answer.json()
+    return answer.json() if answer.content else None
 
 
 def _print_json(data: Any) -> None:
@@ -109,6 +110,27 @@ def status(
 ) -> None:
     """Print a request's status."""
     _print_json(_call(url, key, "GET", f"/v1/clip/{request_id}/status"))
+
+
+@app.command()
+def cancel(
+    request_id: Annotated[str, typer.Argument(help="The request's id.")],
+    url: ProxyUrl = "http://127.0.0.1:8080",
+    key: ApiKey = "",
+) -> None:
+    """Cancel a queued or processing request (exit 1 if it had ended already)."""
+    _print_json(_call(url, key, "POST", f"/v1/clip/{request_id}/cancel"))
+
+
+@app.command()
+def delete(
+    request_id: Annotated[str, typer.Argument(help="The request's id.")],
+    url: ProxyUrl = "http://127.0.0.1:8080",
+    key: ApiKey = "",
+) -> None:
+    """Delete an ended request's clip, poster and records; its status is then 404."""
+    _call(url, key, "DELETE", f"/v1/clip/{request_id}")
+    console.print(f"deleted {request_id}")
 
 
 @app.command()

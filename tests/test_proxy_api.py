@@ -206,7 +206,9 @@ def _wait_for_run_on(admin_proxy: httpx.Client, agent_id: str, request_id: str) 
     raise AssertionError(f"{request_id} never ran on {agent_id}")
 
 
-def test_clipctl_requests_waits_and_manages_agents(live_stack: Stack, recording: Path) -> None:
+def test_clipctl_requests_waits_deletes_and_manages_agents(
+    live_stack: Stack, recording: Path
+) -> None:
     env = {
         "CLIPPING_PROXY_URL": live_stack.config.proxy_url,
         "CLIPPING_API_KEY": live_stack.config.api_key("operator"),
@@ -222,6 +224,13 @@ def test_clipctl_requests_waits_and_manages_agents(live_stack: Stack, recording:
     assert '"status": "completed"' in requested.stdout
     status = runner.invoke(clipctl, ["status", "cli-1"], env=env)
     assert json.loads(status.stdout)["download_url"].startswith("http")
+    too_late = runner.invoke(clipctl, ["cancel", "cli-1"], env=env)
+    assert too_late.exit_code == 1
+    assert "409: clip request 'cli-1' already ended as completed" in too_late.stderr
+    deleted = runner.invoke(clipctl, ["delete", "cli-1"], env=env)
+    assert (deleted.exit_code, deleted.stdout.strip()) == (0, "deleted cli-1")
+    gone = runner.invoke(clipctl, ["status", "cli-1"], env=env)
+    assert "404: clip request 'cli-1' was deleted" in gone.stderr
 
     listed = runner.invoke(clipctl, ["agents"], env=env)
     assert listed.exit_code == 0
