@@ -171,6 +171,39 @@ def test_a_running_accurate_cut_is_cancelled_stops_and_uploads_nothing(
     assert proxy.get(f"/v1/clip/{request_id}/status").json()["status"] == "cancelled"
 
 
+def test_a_run_cancelled_in_prefect_is_announced_cancelled_once(
+    live_stack: Stack, proxy: httpx.Client, prefect_api: httpx.Client, completions: CompletionLog
+) -> None:
+    """An operator's cancel in the Prefect UI: the worker stops the run, and its
+    ``on_cancellation`` hook announces the request."""
+    live = live_stack.config.nas_root / "recordings" / "live-table-2.mp4"
+    recorder = start_recorder(live, SourceSpec(seconds=600))
+    try:
+        wait_for(lambda: live.exists() and live.stat().st_size > 0, "the recorder to start")
+        body = clip_body(live, hand_id="hand-ui", mode="accurate", end_seconds=300.0)
+        request_id = proxy.post("/v1/clip/request", json=body).json()["request_id"]
+        wait_for(
+            lambda: proxy.get(f"/v1/clip/{request_id}/status").json()["status"] == "processing",
+            "the run to start",
+        )
+        run_id = proxy.get(f"/v1/clip/{request_id}/status").json()["flow_run_id"]
+        cancelling = {
+            "state": {"type": "CANCELLING", "message": "cancelled in the UI"},
+            "force": True,
+        }
+        assert (
+            prefect_api.post(f"/flow_runs/{run_id}/set_state", json=cancelling).status_code == 201
+        )
+        announced = completions.wait_for(request_id, timeout=PATIENCE_S)
+        wait_for(lambda: not flow_processes(run_id), "the run's processes to end")
+    finally:
+        recorder.kill()
+        recorder.wait()
+    assert announced.status == "cancelled"
+    assert [c.status for c in completions.all_for(request_id)] == ["cancelled"]
+    assert proxy.get(f"/v1/clip/{request_id}/status").json()["status"] == "cancelled"
+
+
 def test_a_deleted_clip_is_gone_and_its_status_says_so(
     proxy: httpx.Client, recording: Path, bucket: storage.Bucket
 ) -> None:
