@@ -80,6 +80,9 @@ def request(
     request_id: Annotated[
         str | None, typer.Option(help="Your id for the request (default: the proxy's).")
     ] = None,
+    callback_url: Annotated[
+        str | None, typer.Option(help="https URL the signed completion is POSTed to.")
+    ] = None,
     wait_for_it: Annotated[
         bool, typer.Option("--wait", help="Wait for the clip, with a progress bar.")
     ] = False,
@@ -96,6 +99,8 @@ def request(
     }
     if request_id:
         body["request_id"] = request_id
+    if callback_url:
+        body["callback_url"] = callback_url
     accepted = _call(url, key, "POST", "/v1/clip/request", json=body)
     _print_json(accepted)
     if wait_for_it:

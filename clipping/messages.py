@@ -19,10 +19,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -93,6 +95,15 @@ class ClipRequest(BaseModel):
         if url is not None:
             check_callback_url(url)
         return url
+
+    @model_serializer(mode="wrap")
+    def _without_an_unset_callback(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A request without a callback serializes as before callbacks existed, so the bodies
+        recorded and the runs' parameters compare equal to a repeat of it across an upgrade."""
+        fields: dict[str, Any] = handler(self)
+        if fields.get("callback_url", "") is None:
+            del fields["callback_url"]
+        return fields
 
     @field_validator("nas_video_path")
     @classmethod

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     completions_topic: str = Field(
         default="clipping-complete", description="Where completions are announced."
     )
+    webhooks_subscription: str = Field(
+        default="clipping-webhooks",
+        description="The proxy's subscription to completions: it POSTs each to the request's "
+        "callback_url.",
+    )
     bucket: str = Field(default="gg-subclips", description="Bucket of the clips and records.")
     gcs_block: str = Field(default="clip-bucket", description="Name of the saved GcsBucket block.")
     gcp_credentials_block: str = Field(

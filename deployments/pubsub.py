@@ -2,7 +2,8 @@
 
 Topics ``clipping-requests``, ``clipping-complete`` and ``clipping-requests-dead``; the
 ``clipping-worker`` subscription with a dead-letter policy, so a request that keeps failing
-is parked instead of redelivered forever; and a subscription that keeps what is parked.
+is parked instead of redelivered forever; a subscription that keeps what is parked; and
+``clipping-webhooks`` on ``clipping-complete``, from which the proxy sends the callbacks.
 
 On real Pub/Sub, dead-lettering also needs the Pub/Sub service agent
 (``service-PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com``) to be a publisher on the
@@ -54,6 +55,11 @@ def ensure_topology(settings: Settings) -> None:
             subscriber,
             name=settings.subscription_path(settings.dead_letter_subscription),
             topic=settings.topic_path(settings.dead_letter_topic),
+        )
+        _ensure_subscription(
+            subscriber,
+            name=settings.subscription_path(settings.webhooks_subscription),
+            topic=settings.topic_path(settings.completions_topic),
         )
     publisher.stop()
 

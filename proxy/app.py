@@ -18,6 +18,9 @@ answer); what they depend on is in ``proxy/deps.py``:
 - ``GET /v1/admin/agents``, ``POST /v1/admin/agents/{agent_id}/failover|resume`` (scope
   ``admin``): the workers of the pool; drain an agent (its runs move to the others) or
   take it back.
+- ``GET /v1/webhooks/secret`` (scope ``clip``): the key's secret that signs the completion
+  callbacks of its requests (``callback_url``); the lifespan runs their consumer and
+  deliverer (``proxy.webhooks``) when ``CLIPPING_PROXY_WEBHOOK_SECRET`` is set.
 - ``GET /health``: open.
 
 Keys are bearer tokens (``proxy.auth``, ``proxy.access``), checked before any problem with
@@ -54,10 +57,11 @@ from proxy.auth import ApiKeys
 from proxy.limits import BodyLimits, RateLimiter
 from proxy.links import ClipLinks
 from proxy.reconcile import Reconciler, reconcile_forever
-from proxy.routes import agents, clips, health
+from proxy.routes import agents, clips, health, webhooks
 from proxy.services import Publisher, Services
 from proxy.settings import ProxySettings, get_proxy_settings
 from proxy.status import find_run
+from proxy.webhooks import Webhooks
 
 logger = logging.getLogger("clipping.proxy")
 
@@ -107,7 +111,7 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_problem)
     for unreachable in (httpx.HTTPError, PrefectHTTPStatusError):
         app.add_exception_handler(unreachable, _backend_unreachable)
-    for resource in (health, clips, agents):
+    for resource in (health, clips, agents, webhooks):
         app.include_router(resource.router)
     return app
 
@@ -128,8 +132,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 timedelta(seconds=services.proxy_settings.reconcile_seconds),
             )
         )
+        callbacks = Webhooks.start(services.settings, services.proxy_settings, services.accepted)
         yield
         reconciling.cancel()
+        if callbacks is not None:
+            await callbacks.stop()
     services.accepted.close()
 
 

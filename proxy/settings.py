@@ -70,6 +70,24 @@ class ProxySettings(BaseSettings):
     request_burst: int = Field(
         default=60, gt=0, description="Requests a key may send at once before the rate applies."
     )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="Master secret of the completion callbacks: each key's signing secret is "
+        "derived from it (proxy.webhooks). Unset: webhooks are off and a request with a "
+        "callback_url is refused.",
+    )
+    webhook_allow_loopback: bool = Field(
+        default=False,
+        description="Let callbacks go to loopback addresses, over http too (the local stack, "
+        "tests); every other private or special address is refused regardless.",
+    )
+    webhook_max_attempts: int = Field(
+        default=8,
+        gt=0,
+        description="POSTs of one callback before it is given up (5 s after the first "
+        "failure, doubling, at most 5 min apart).",
+    )
 
 
 @lru_cache

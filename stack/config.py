@@ -180,6 +180,11 @@ class StackConfig(BaseSettings):
             "CLIPPING_PROXY_DATABASE_URL": f"sqlite:///{self.dir / 'proxy.db'}",
             "CLIPPING_PROXY_API_KEYS_FILE": str(self.api_keys_file),
             "CLIPPING_PROXY_DOCS_ENABLED": "true",
+            # Made once per state dir, like the Prefect secret; callbacks go to loopback here.
+            "CLIPPING_PROXY_WEBHOOK_SECRET": _read_or_create_auth_string(
+                self.dir / "webhook-secret"
+            ),
+            "CLIPPING_PROXY_WEBHOOK_ALLOW_LOOPBACK": "true",
             "CLIPPING_PROXY_URL": self.proxy_url,
             "CLIPPING_WORK_DIR": str(self.dir / "scratch"),
             "CLIPPING_IAM_CREDENTIALS_URL": self.auth_url,

@@ -4,12 +4,14 @@ Every test is in exactly one layer, marked on its module: ``unit`` (in process, 
 ``integration`` (one real component) or ``e2e`` (the whole local stack).
 """
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from clipping.settings import Settings, get_settings
+from stack.postgres import create_database, drop_database
 
 LAYERS = ("unit", "integration", "e2e")
 # The modules that take longest, longest first; the rest follow in their usual order.
@@ -68,6 +70,21 @@ def nas_root_is_pytest_tmp(
 @pytest.fixture
 def settings(nas_root: Path) -> Settings:
     return get_settings()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh proxy database: an SQLite file, and a throwaway PostgreSQL database on the
+    local server (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'proxy.db'}"
+        return
+    name = f"clipping_proxy_test_{uuid.uuid4().hex[:12]}"
+    url = create_database(name).replace("+asyncpg", "+psycopg")
+    try:
+        yield url
+    finally:
+        drop_database(name)
 
 
 pytest_plugins = ["tests.live_stack", "tests.gcs_emulator", "tests.pubsub_clients"]

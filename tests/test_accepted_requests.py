@@ -1,30 +1,12 @@
 """The proxy's durable record of accepted requests, on SQLite (default) and PostgreSQL."""
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from sqlalchemy import create_engine, text
 
 from clipping.messages import ClipRequest
 from proxy.accepted import AcceptedRequests, RequestIdConflict
-from stack.postgres import create_database, drop_database
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'p.db'}"
-        return
-    name = f"clipping_proxy_test_{uuid.uuid4().hex[:12]}"
-    url = create_database(name).replace("+asyncpg", "+psycopg")
-    try:
-        yield url
-    finally:
-        drop_database(name)
 
 
 def test_accepts_once_then_recognises_the_same_request(

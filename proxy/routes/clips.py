@@ -34,6 +34,7 @@ from proxy.links import ClipLinks
 from proxy.problems import not_found, problems
 from proxy.services import Publisher
 from proxy.status import find_run, report_for_run, report_of_outcome
+from proxy.webhooks import callback_problem
 
 logger = logging.getLogger("clipping.proxy")
 router = APIRouter(prefix="/v1/clip", tags=["clips"])
@@ -62,6 +63,8 @@ async def request_clip(
 
     An id another caller used is refused (409).
     """
+    if problem := callback_problem(clip, request):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problem)
     if wait := limiter.retry_after(caller.digest):
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
