@@ -225,6 +225,10 @@ class ClipCompletion(ClipOutcome):
     hand_id: str | None = None
     status: Literal[ClipState.COMPLETED, ClipState.FAILED, ClipState.REJECTED, ClipState.CANCELLED]
     finished_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    step_seconds: dict[str, float] | None = Field(
+        default=None,
+        description="How long the flow's steps took (cut, upload, sign), for the metrics.",
+    )
 
 
 class ClipStatusReport(ClipOutcome):

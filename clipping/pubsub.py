@@ -1,7 +1,10 @@
 """Publishing models as JSON messages. Client libraries are imported lazily (slow imports)."""
 
+import logging
+import threading
+from collections.abc import Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -9,6 +12,9 @@ if TYPE_CHECKING:
     from google.cloud.pubsub_v1 import PublisherClient
 
 PUBLISH_TIMEOUT_S = 30.0
+RESUBSCRIBE_S = 5.0
+
+logger = logging.getLogger("clipping.pubsub")
 
 
 @lru_cache
@@ -37,3 +43,46 @@ def publish_data(
     callers rely on the request id to make a late copy harmless.
     """
     return publisher().publish(topic_path, data, **attributes).result(timeout=timeout)
+
+
+def consume_forever(
+    subscription: str,
+    callback: Callable[[Any], None],
+    stop: threading.Event,
+    *,
+    max_messages: int = 16,
+) -> None:
+    """StreamingPull ``subscription`` into ``callback`` (which acks or nacks each message)
+    until ``stop`` is set; subscribe again whenever the stream ends (an emulator or Pub/Sub
+    restart). Blocking: run it in a thread of its own."""
+    from google.cloud.pubsub_v1 import SubscriberClient
+
+    while not stop.is_set():
+        try:
+            with SubscriberClient() as subscriber:
+                _stream(subscriber, subscription, callback, stop, max_messages)
+        except Exception as error:
+            logger.error(
+                "%s: the stream stopped (%s: %s)", subscription, type(error).__name__, error
+            )
+        stop.wait(RESUBSCRIBE_S)
+
+
+def _stream(
+    subscriber: Any,
+    subscription: str,
+    callback: Callable[[Any], None],
+    stop: threading.Event,
+    max_messages: int,
+) -> None:
+    from google.cloud.pubsub_v1.types import FlowControl
+
+    streaming_pull = subscriber.subscribe(
+        subscription, callback=callback, flow_control=FlowControl(max_messages=max_messages)
+    )
+    logger.info("reading %s", subscription)
+    while not stop.wait(1.0) and not streaming_pull.done():
+        pass
+    streaming_pull.cancel()
+    if not stop.is_set():
+        streaming_pull.result()  # raises why the stream ended

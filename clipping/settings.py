@@ -46,6 +46,10 @@ class Settings(BaseSettings):
         description="The proxy's subscription to completions: it POSTs each to the request's "
         "callback_url.",
     )
+    metrics_subscription: str = Field(
+        default="clipping-metrics",
+        description="The proxy's subscription to completions it counts for /metrics.",
+    )
     bucket: str = Field(default="gg-subclips", description="Bucket of the clips and records.")
     gcs_block: str = Field(default="clip-bucket", description="Name of the saved GcsBucket block.")
     gcp_credentials_block: str = Field(

@@ -3,7 +3,8 @@
 Topics ``clipping-requests``, ``clipping-complete`` and ``clipping-requests-dead``; the
 ``clipping-worker`` subscription with a dead-letter policy, so a request that keeps failing
 is parked instead of redelivered forever; a subscription that keeps what is parked; and
-``clipping-webhooks`` on ``clipping-complete``, from which the proxy sends the callbacks.
+``clipping-webhooks`` and ``clipping-metrics`` on ``clipping-complete``, from which the
+proxy sends the callbacks and counts the completions.
 
 On real Pub/Sub, dead-lettering also needs the Pub/Sub service agent
 (``service-PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com``) to be a publisher on the
@@ -59,6 +60,11 @@ def ensure_topology(settings: Settings) -> None:
         _ensure_subscription(
             subscriber,
             name=settings.subscription_path(settings.webhooks_subscription),
+            topic=settings.topic_path(settings.completions_topic),
+        )
+        _ensure_subscription(
+            subscriber,
+            name=settings.subscription_path(settings.metrics_subscription),
             topic=settings.topic_path(settings.completions_topic),
         )
     publisher.stop()

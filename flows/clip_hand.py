@@ -250,6 +250,7 @@ def _clip(request: ClipRequest) -> ClipCompletion | State:
         mode=uploaded.mode,
         agent_id=running_agent(),
         flow_run_id=runtime.flow_run.id,
+        step_seconds=timings,
     )
     _publish_artifacts(request, completion, bucket, timings)
     outcome = outcomes.settle(completion)

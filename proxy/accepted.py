@@ -7,7 +7,7 @@ a caller sees only its own requests, unless it is an admin. It also keeps what
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -57,6 +57,7 @@ class AcceptedRecord:
     body: str
     owner: str | None
     deleted_at: datetime | None
+    accepted_at: datetime | None = None
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -99,7 +100,14 @@ class AcceptedRequests:
         try:
             with self._engine.begin() as connection:
                 connection.execute(
-                    _accepted.insert().values(request_id=request.request_id, body=body, owner=owner)
+                    # The time in full (SQLite's default has whole seconds): the metrics'
+                    # latency is measured from it.
+                    _accepted.insert().values(
+                        request_id=request.request_id,
+                        body=body,
+                        owner=owner,
+                        accepted_at=datetime.now(UTC),
+                    )
                 )
         except IntegrityError:
             earlier = self.record(request.request_id)
@@ -133,9 +141,14 @@ class AcceptedRequests:
                     _accepted.c.body,
                     _accepted.c.owner,
                     _accepted.c.deleted_at,
+                    _accepted.c.accepted_at,
                 ).where(_accepted.c.request_id == request_id)
             ).one_or_none()
-        return AcceptedRecord(row.request_id, row.body, row.owner, row.deleted_at) if row else None
+        if row is None:
+            return None
+        return AcceptedRecord(
+            row.request_id, row.body, row.owner, row.deleted_at, _utc(row.accepted_at)
+        )
 
     def mark_deleted(self, request_id: str, at: datetime) -> None:
         """Its clip and records are gone; the record stays as the tombstone."""
@@ -187,3 +200,10 @@ def _add_missing_columns(engine: Engine) -> None:
                 connection.execute(
                     text(f"ALTER TABLE {_accepted.name} ADD COLUMN {column.name} {kind}")
                 )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every time stored here is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)

@@ -21,6 +21,7 @@ answer); what they depend on is in ``proxy/deps.py``:
 - ``GET /v1/webhooks/secret`` (scope ``clip``): the key's secret that signs the completion
   callbacks of its requests (``callback_url``); the lifespan runs their consumer and
   deliverer (``proxy.webhooks``) when ``CLIPPING_PROXY_WEBHOOK_SECRET`` is set.
+- ``GET /metrics`` (scope ``admin``): Prometheus metrics (``proxy.metrics``).
 - ``GET /health``: open.
 
 Keys are bearer tokens (``proxy.auth``, ``proxy.access``), checked before any problem with
@@ -56,8 +57,9 @@ from proxy.access import refusal_of
 from proxy.auth import ApiKeys
 from proxy.limits import BodyLimits, RateLimiter
 from proxy.links import ClipLinks
+from proxy.metrics import CompletionCounter, CompletionMetrics, HttpMetrics, ProxyMetrics
 from proxy.reconcile import Reconciler, reconcile_forever
-from proxy.routes import agents, clips, health, webhooks
+from proxy.routes import agents, clips, health, metrics, webhooks
 from proxy.services import Publisher, Services
 from proxy.settings import ProxySettings, get_proxy_settings
 from proxy.status import find_run
@@ -85,6 +87,7 @@ def create_app(
             settings.url_min_valid,
             timedelta(days=settings.retention_days) if settings.retention_days else None,
         ),
+        metrics=ProxyMetrics(),
         prefect_settings=get_current_settings().copy_with_update(
             updates={PREFECT_CLIENT_MAX_RETRIES: proxy_settings.prefect_retries}
         ),
@@ -107,11 +110,13 @@ def create_app(
         max_bytes=proxy_settings.max_body_bytes,
         read_timeout_seconds=proxy_settings.body_read_timeout_seconds,
     )
+    # Outermost, so answers the body limits give (413, 408) are counted too.
+    app.add_middleware(HttpMetrics, metrics=services.metrics)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_problem)
     for unreachable in (httpx.HTTPError, PrefectHTTPStatusError):
         app.add_exception_handler(unreachable, _backend_unreachable)
-    for resource in (health, clips, agents, webhooks):
+    for resource in (health, clips, agents, webhooks, metrics):
         app.include_router(resource.router)
     return app
 
@@ -133,10 +138,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
         )
         callbacks = Webhooks.start(services.settings, services.proxy_settings, services.accepted)
+        counting = _count_completions(services, services.accepted)
         yield
         reconciling.cancel()
         if callbacks is not None:
             await callbacks.stop()
+        if counting is not None:
+            await asyncio.to_thread(counting.stop)
     services.accepted.close()
 
 
@@ -175,6 +183,16 @@ async def _backend_unreachable(request: Request, error: Exception) -> JSONRespon
     return JSONResponse(
         {"detail": "the orchestrator is unreachable; retry later"},
         status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
+def _count_completions(services: Services, accepted: AcceptedRequests) -> CompletionMetrics | None:
+    if not services.proxy_settings.count_completions:
+        return None
+    settings = services.settings
+    return CompletionMetrics(
+        settings.subscription_path(settings.metrics_subscription),
+        CompletionCounter(services.metrics, accepted.record),
     )
 
 

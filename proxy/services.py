@@ -17,6 +17,7 @@ from proxy.accepted import AcceptedRequests
 from proxy.auth import ApiKeys
 from proxy.limits import RateLimiter
 from proxy.links import ClipLinks
+from proxy.metrics import ProxyMetrics
 from proxy.settings import ProxySettings
 
 
@@ -51,6 +52,7 @@ class Services:
     limiter: RateLimiter
     publisher: Publisher
     links: ClipLinks
+    metrics: ProxyMetrics
     prefect_settings: Any  # prefect.settings.Settings, built once (~50 ms of CPU each)
     profile: Any = None
     accepted: AcceptedRequests | None = None

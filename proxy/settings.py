@@ -70,6 +70,11 @@ class ProxySettings(BaseSettings):
     request_burst: int = Field(
         default=60, gt=0, description="Requests a key may send at once before the rate applies."
     )
+    count_completions: bool = Field(
+        default=True,
+        description="Read the metrics subscription and count every completion on /metrics "
+        "(off: HTTP metrics only, for a proxy without Pub/Sub, e.g. in tests).",
+    )
     webhook_secret: SecretStr | None = Field(
         default=None,
         min_length=16,

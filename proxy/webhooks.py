@@ -70,6 +70,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from clipping.messages import ClipCompletion, ClipRequest
+from clipping.pubsub import consume_forever
 from clipping.settings import Settings
 from proxy.accepted import AcceptedRecord, AcceptedRequests
 from proxy.services import services_of
@@ -83,8 +84,6 @@ LONGEST_RETRY = timedelta(minutes=5)
 CLAIM_LEASE = timedelta(seconds=60)  # well beyond an attempt
 BATCH = 20  # deliveries claimed, and attempted at once, per pass
 POLL_S = 1.0
-RESUBSCRIBE_S = 5.0
-CONSUMER_MAX_MESSAGES = 16
 MAX_ERROR_CHARS = 500
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
@@ -542,38 +541,6 @@ class CompletionConsumer:
         )
 
 
-def consume(subscription: str, consumer: CompletionConsumer, stop: threading.Event) -> None:
-    """Stream ``subscription`` into ``consumer`` until ``stop`` is set; subscribe again
-    whenever the stream ends (the listener's way, ``agent_pool.listener``)."""
-    from google.cloud.pubsub_v1 import SubscriberClient
-
-    while not stop.is_set():
-        try:
-            with SubscriberClient() as subscriber:
-                _stream(subscriber, subscription, consumer, stop)
-        except Exception as error:
-            logger.error("webhooks: %s stopped (%s: %s)", subscription, type(error).__name__, error)
-        stop.wait(RESUBSCRIBE_S)
-
-
-def _stream(
-    subscriber: Any, subscription: str, consumer: CompletionConsumer, stop: threading.Event
-) -> None:
-    from google.cloud.pubsub_v1.types import FlowControl
-
-    streaming_pull = subscriber.subscribe(
-        subscription,
-        callback=consumer.handle,
-        flow_control=FlowControl(max_messages=CONSUMER_MAX_MESSAGES),
-    )
-    logger.info("webhooks: reading completions from %s", subscription)
-    while not stop.wait(1.0) and not streaming_pull.done():
-        pass
-    streaming_pull.cancel()
-    if not stop.is_set():
-        streaming_pull.result()  # raises why the stream ended
-
-
 # In the proxy
 
 
@@ -587,8 +554,12 @@ class Webhooks:
         consumer = CompletionConsumer(self._store, accepted.record)
         self._stop = threading.Event()
         self._consuming = threading.Thread(
-            target=consume,
-            args=(settings.subscription_path(settings.webhooks_subscription), consumer, self._stop),
+            target=consume_forever,
+            args=(
+                settings.subscription_path(settings.webhooks_subscription),
+                consumer.handle,
+                self._stop,
+            ),
             name="webhook-consumer",
             daemon=True,
         )

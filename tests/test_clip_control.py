@@ -85,6 +85,7 @@ def client(
     proxy_settings = ProxySettings(
         api_keys=SecretStr(",".join(f"{scopes}:{name}-key" for name, scopes in KEYS.items())),
         database_url=f"sqlite:///{tmp_path / 'proxy.db'}",
+        count_completions=False,
     )
     app = create_app(settings, proxy_settings)
 

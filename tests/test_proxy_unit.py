@@ -86,6 +86,7 @@ def proxy_settings(tmp_path: Path) -> ProxySettings:
         api_keys=SecretStr(",".join(f"{scopes}:{name}-key" for name, scopes in KEYS.items())),
         database_url=f"sqlite:///{tmp_path / 'proxy.db'}",
         prefect_retries=0,
+        count_completions=False,
     )
 
 

@@ -314,6 +314,8 @@ def test_a_stack_restarting_its_emulator_reapplies_the_topology(
     expected = (
         settings.requests_subscription,
         settings.dead_letter_subscription,
+        settings.webhooks_subscription,
+        settings.metrics_subscription,
         COMPLETIONS_AUDIT_SUBSCRIPTION,
     )
     assert found == {settings.subscription_path(name) for name in expected}

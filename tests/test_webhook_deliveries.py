@@ -208,7 +208,10 @@ def test_a_completion_on_the_topic_reaches_the_callback_signed(
     ensure_topology(settings)
     database_url = f"sqlite:///{tmp_path / 'proxy.db'}"
     proxy_settings = ProxySettings(
-        database_url=database_url, webhook_secret=MASTER, webhook_allow_loopback=True
+        database_url=database_url,
+        webhook_secret=MASTER,
+        webhook_allow_loopback=True,
+        count_completions=False,
     )
     accepted = AcceptedRequests(database_url)
     callback = f"http://127.0.0.1:{port}/hooks/clip"

@@ -202,6 +202,7 @@ def proxy_settings_of(tmp_path: Path, **changes: object) -> ProxySettings:
     return ProxySettings(
         api_keys=SecretStr("clip:m6-key,admin:admin-key"),
         database_url=f"sqlite:///{tmp_path / 'accepted.db'}",
+        count_completions=False,
         **changes,  # type: ignore[arg-type]
     )
 
