@@ -22,7 +22,8 @@ exception out of the callback. Outcomes go through ``clipping.outcomes`` (one pe
 
 The subscription's own dead-letter policy is the backstop if the listener itself keeps
 dying. When the stream ends (an emulator or Pub/Sub restart), the listener subscribes again.
-Every 30 s it also sweeps clip runs left Crashed (``agent_pool.crash_sweep``).
+Every 30 s it also sweeps clip runs left Crashed (``agent_pool.crash_sweep``). Its metrics
+(``agent_pool.metrics``) are on ``CLIPPING_LISTENER_METRICS_PORT``.
 """
 
 import argparse
@@ -42,6 +43,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from agent_pool import metrics
 from agent_pool.crash_sweep import sweep_crashed_runs
 from clipping.messages import (
     ClipCompletion,
@@ -110,6 +112,8 @@ class RequestListener:
     def handle(self, message: Message) -> None:
         """The subscriber's callback: ends in an ack or a nack, and never raises."""
         request, problem = _parse(message.data, self.settings)
+        if (message.delivery_attempt or 1) > 1:
+            metrics.LISTENER_REDELIVERIES.inc()
         try:
             if request is None:
                 self._reject(message, _claimed_id(message.data), problem)
@@ -139,6 +143,9 @@ class RequestListener:
                 request.request_id,
                 outcome.status,
             )
+        metrics.LISTENER_MESSAGES.labels(
+            "run_created" if outcome is None else "ended_already"
+        ).inc()
         message.ack()
 
     def _create_run(self, request: ClipRequest) -> dict[str, Any]:
@@ -169,6 +176,7 @@ class RequestListener:
         logger.warning("request %s rejected: %s", claimed_id or "(no valid id)", reason)
         rejection = ClipCompletion(request_id=claimed_id, status=ClipState.REJECTED, reason=reason)
         self.outcomes.settle(rejection)
+        metrics.LISTENER_MESSAGES.labels("rejected").inc()
         message.ack()
 
     def _is_taken(self, request_id: str) -> bool:
@@ -199,6 +207,7 @@ class RequestListener:
         # Holding the message (the client keeps extending its lease) delays the redelivery
         # without acking anything: an outage is waited out instead of spun on.
         self._sleep(delay)
+        metrics.LISTENER_MESSAGES.labels("retried").inc()
         message.nack()
 
     def _park(
@@ -227,6 +236,7 @@ class RequestListener:
             logger.exception("request %s: could not park it; nacked", request_id or "-")
             message.nack()
             return
+        metrics.LISTENER_MESSAGES.labels("parked").inc()
         message.ack()
 
 
@@ -312,6 +322,7 @@ def _sweep(prefect: SyncPrefectClient, listener: RequestListener) -> None:
         sweep_crashed_runs(
             prefect, listener.deployment_id, listener.settings.max_flow_attempts, listener.outcomes
         )
+        metrics.record_queued_runs(prefect, listener.deployment_id)
     except Exception:
         logger.exception("crash sweep failed; next one in %.0f s", SWEEP_INTERVAL_S)
 
@@ -330,7 +341,9 @@ def main() -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    serve(get_settings(), stop)
+    settings = get_settings()
+    metrics.serve_metrics(settings.metrics_host, settings.listener_metrics_port)
+    serve(settings, stop)
 
 
 if __name__ == "__main__":

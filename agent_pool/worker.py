@@ -1,6 +1,6 @@
 """A NAS agent: a Prefect process worker on ``nas-pool`` that can be drained.
 
-    python -m agent_pool.worker --name nas-server-01            # health on :8005/health
+    python -m agent_pool.worker --name nas-server-01    # health :8005/health, metrics :9465
 
 It is Prefect's own ``ProcessWorker`` (same pool type, same job template) with two
 additions. It serves Prefect's worker health endpoint (the spec's ``:8005/health``: 200
@@ -33,6 +33,7 @@ from prefect.workers.process import (
     ProcessWorkerResult,
 )
 
+from agent_pool import metrics
 from clipping.drain import is_drained
 from clipping.settings import get_settings
 
@@ -52,6 +53,8 @@ class ClipWorker(ProcessWorker):
 
     async def get_and_submit_flow_runs(self) -> list[FlowRun]:
         drained = await is_drained(self.client, self.name)
+        metrics.AGENT_DRAINED.labels(self.name).set(int(drained))
+        metrics.AGENT_LAST_POLL.labels(self.name).set_to_current_time()
         if drained != self._drained:
             logger.warning(
                 "agent %s %s", self.name, "drained: taking no new runs" if drained else "resumed"
@@ -69,10 +72,13 @@ class ClipWorker(ProcessWorker):
         task_status: anyio.abc.TaskStatus[int] | None = None,
     ) -> ProcessWorkerResult:
         status = _RecordingStatus(task_status or anyio.TASK_STATUS_IGNORED, self._pids, flow_run.id)
+        running = metrics.AGENT_RUNS.labels(self.name)
+        running.inc()
         try:
             return await super().run(flow_run, configuration, status)
         finally:
             self._pids.pop(flow_run.id, None)
+            running.dec()
 
     def _hand_over_runs(self) -> None:
         for flow_run_id, pid in list(self._pids.items()):
@@ -122,8 +128,15 @@ def main() -> None:
         default=settings.worker_health_port,
         help="port of GET /health (CLIPPING_WORKER_HEALTH_PORT, default %(default)s)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=settings.worker_metrics_port,
+        help="port of the Prometheus metrics (CLIPPING_WORKER_METRICS_PORT, default %(default)s)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    metrics.serve_metrics(settings.metrics_host, args.metrics_port)
     worker = ClipWorker(work_pool_name=args.pool, name=args.name, limit=args.limit)
     with temporary_settings(updates={PREFECT_WORKER_WEBSERVER_PORT: args.health_port}):
         asyncio.run(worker.start(with_healthcheck=True))

@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     )
     work_pool: str = Field(default="nas-pool", description="The NAS hosts' work pool.")
     worker_limit: int = Field(default=4, gt=0, description="Flow runs at once per NAS agent.")
+    listener_metrics_port: int = Field(
+        default=9464, description="Port of the listener's Prometheus metrics (GET /metrics)."
+    )
+    worker_metrics_port: int = Field(
+        default=9465, description="Port of a worker's Prometheus metrics (GET /metrics)."
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",
+        description="Address the listener's and workers' metrics ports bind (the scraper's "
+        "network; 127.0.0.1 keeps them on the host).",
+    )
     worker_health_port: int = Field(
         default=8005, gt=0, lt=65536, description="Port of a NAS agent's GET /health."
     )

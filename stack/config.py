@@ -34,6 +34,15 @@ class StackConfig(BaseSettings):
     worker_health_ports: tuple[int, ...] = Field(
         default=(8005, 8006), description="GET /health of each worker, in the order of workers."
     )
+    worker_metrics_ports: tuple[int, ...] = Field(
+        default=(9465, 9466), description="Prometheus metrics of each worker, in that order."
+    )
+    listener_metrics_port: int = 9464
+    prometheus: bool = Field(
+        default=False,
+        description="Also run Prometheus (Debian's prometheus package) scraping the stack.",
+    )
+    prometheus_port: int = 9090
     worker_limit: int = Field(default=4, gt=0, description="Flow runs per worker at once.")
     prefect_database_url: str | None = Field(
         default=None, description="Prefect server database (default: SQLite in the state dir)."
@@ -55,6 +64,9 @@ class StackConfig(BaseSettings):
             auth_port=free_port(),
             proxy_port=free_port(),
             worker_health_ports=(free_port(), free_port()),
+            worker_metrics_ports=(free_port(), free_port()),
+            listener_metrics_port=free_port(),
+            prometheus_port=free_port(),
         )
 
     @field_validator("dir")
@@ -129,6 +141,13 @@ class StackConfig(BaseSettings):
     def health_port_of(self, worker: str) -> int:
         return dict(zip(self.workers, self.worker_health_ports, strict=True))[worker]
 
+    def metrics_port_of(self, worker: str) -> int:
+        return dict(zip(self.workers, self.worker_metrics_ports, strict=True))[worker]
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.host}:{self.prometheus_port}"
+
     def home_of(self, host: str) -> Path:
         """PREFECT_HOME of one simulated host: hosts share nothing but the APIs."""
         home = self.dir / "hosts" / host
@@ -187,6 +206,8 @@ class StackConfig(BaseSettings):
             "CLIPPING_PROXY_WEBHOOK_ALLOW_LOOPBACK": "true",
             "CLIPPING_PROXY_URL": self.proxy_url,
             "CLIPPING_WORK_DIR": str(self.dir / "scratch"),
+            "CLIPPING_LISTENER_METRICS_PORT": str(self.listener_metrics_port),
+            "CLIPPING_METRICS_HOST": self.host,
             "CLIPPING_IAM_CREDENTIALS_URL": self.auth_url,
             **self._credentials_env(),
         }

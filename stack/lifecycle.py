@@ -14,6 +14,7 @@ from deployments.pubsub import ensure_subscription, ensure_topology
 from emulators import gcs_command, pubsub_command
 from stack.config import StackConfig, free_port
 from stack.processes import Supervisor, http_ok, port_open, wait_until
+from stack.prometheus import prometheus_command, write_prometheus_config
 from stack.provision import (
     COMPLETIONS_AUDIT_SUBSCRIPTION,
     create_bucket,
@@ -66,6 +67,8 @@ class Stack:
         for worker in config.workers:
             self.start(worker)
         self.start("listener", "proxy")
+        if config.prometheus:
+            self.start("prometheus")
         logger.info("stack up: proxy %s, Prefect UI %s", config.proxy_url, config.prefect_ui_url)
 
     def down(self) -> list[str]:
@@ -89,7 +92,7 @@ class Stack:
     def add_worker(self, name: str) -> int:
         """Start one more NAS agent: it joins the pool as is. Returns its health port."""
         health_port = free_port()
-        self._launch({name: self.worker_component(name, health_port)})
+        self._launch({name: self.worker_component(name, health_port, free_port())})
         return health_port
 
     def _launch(self, components: dict[str, Component]) -> None:
@@ -117,6 +120,8 @@ class Stack:
         server_env = {
             **self._host_env("prefect-server"),
             "PREFECT_SERVER_API_AUTH_STRING": config.prefect_auth_string(),
+            # Prefect's own metrics on /api/metrics, scraped with the stack's Prometheus.
+            "PREFECT_API_ENABLE_METRICS": "true",
         }
         if config.prefect_database_url:
             server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = config.prefect_database_url
@@ -158,14 +163,23 @@ class Stack:
             ),
         }  # fmt: skip
         for worker in config.workers:
-            components[worker] = self.worker_component(worker, config.health_port_of(worker))
+            components[worker] = self.worker_component(
+                worker, config.health_port_of(worker), config.metrics_port_of(worker)
+            )
+        if config.prometheus:
+            components["prometheus"] = Component(
+                prometheus_command(config, write_prometheus_config(config)),
+                config.env(),
+                http_ok(f"{config.prometheus_url}/-/ready"),
+            )
         return components
 
-    def worker_component(self, name: str, health_port: int) -> Component:
+    def worker_component(self, name: str, health_port: int, metrics_port: int) -> Component:
         """One NAS agent; a name outside ``config.workers`` is a worker joining the pool."""
         return Component(
             [sys.executable, "-m", "agent_pool.worker", "--name", name,
-             "--limit", str(self.config.worker_limit), "--health-port", str(health_port)],
+             "--limit", str(self.config.worker_limit), "--health-port", str(health_port),
+             "--metrics-port", str(metrics_port)],
             {**self._host_env(name),
              "PREFECT_WORKER_QUERY_SECONDS": "1",
              # A dead worker shows offline after ~3 heartbeats: 30 s instead of 90 s.
