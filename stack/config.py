@@ -241,7 +241,17 @@ def _read_or_create_auth_string(path: Path) -> str:
     return path.read_text().strip()
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on now, and never one this process handed out before: the
+    kernel may offer a just-closed port again, and two components of a stack (picked
+    before any of them binds) must not get the same one."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
