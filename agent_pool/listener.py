@@ -20,9 +20,16 @@ exception out of the callback. Outcomes go through ``clipping.outcomes`` (one pe
   ``clipping-requests-dead`` with its reason (attribute ``reason``) and, for a valid
   request, settled as ``failed`` (the proxy's status then answers it).
 
+Each message is handled in a span of its own trace context (``clipping.tracing``): it
+continues the message's ``traceparent`` attribute (the proxy's span), or starts a new trace
+without one; its lines carry the trace and the request id (``clipping.logs``), and the flow
+run is tagged ``trace:<trace id>`` so the flow logs under the same trace.
+
 The subscription's own dead-letter policy is the backstop if the listener itself keeps
 dying. When the stream ends (an emulator or Pub/Sub restart), the listener subscribes again.
-Every 30 s it also sweeps clip runs left Crashed (``agent_pool.crash_sweep``). Its metrics
+With NAS sites (``clipping.sites``) each run goes to the work queue of the site whose root
+holds the recording. Every 30 s it also sweeps clip runs left Crashed
+(``agent_pool.crash_sweep``). Its metrics
 (``agent_pool.metrics``) are on ``CLIPPING_LISTENER_METRICS_PORT``.
 """
 
@@ -32,6 +39,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -45,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agent_pool import metrics
 from agent_pool.crash_sweep import sweep_crashed_runs
+from clipping.logs import LISTENER, bind_log_fields, configure_logging, log_context
 from clipping.messages import (
     ClipCompletion,
     ClipRequest,
@@ -55,6 +64,7 @@ from clipping.messages import (
 from clipping.outcomes import RequestOutcomes
 from clipping.pubsub import publish_data
 from clipping.settings import Settings, get_settings
+from clipping.tracing import TraceContext, current_span, in_span
 
 logger = logging.getLogger("clipping.listener")
 
@@ -110,7 +120,15 @@ class RequestListener:
         self._create_lock = threading.Lock()
 
     def handle(self, message: Message) -> None:
-        """The subscriber's callback: ends in an ack or a nack, and never raises."""
+        """The subscriber's callback: ends in an ack or a nack, and never raises.
+
+        Handled in a span continuing the message's trace; every line logged meanwhile
+        carries the request id the message claims."""
+        span = TraceContext.continued(_traceparent_of(message))
+        with in_span(span), log_context(request_id=_claimed_id(message.data)):
+            self._handle(message)
+
+    def _handle(self, message: Message) -> None:
         request, problem = _parse(message.data, self.settings)
         if (message.delivery_attempt or 1) > 1:
             metrics.LISTENER_REDELIVERIES.inc()
@@ -123,6 +141,7 @@ class RequestListener:
             self._retry_or_park(message, request, f"{type(error).__name__}: {error}")
 
     def _start(self, message: Message, request: ClipRequest) -> None:
+        bind_log_fields(hand_id=request.hand_id)
         outcome = self.outcomes.read(request.request_id)
         if outcome is None:
             parameters: dict[str, Any] | None = self._create_run(request)
@@ -149,12 +168,16 @@ class RequestListener:
         message.ack()
 
     def _create_run(self, request: ClipRequest) -> dict[str, Any]:
+        span = current_span() or TraceContext.new()
         with self._create_lock:
             run = self.prefect.create_flow_run_from_deployment(
                 self.deployment_id,
                 parameters=_parameters(request),
                 idempotency_key=request.request_id,
+                tags=[span.tag],
+                work_queue_name=_work_queue_of(request, self.settings),
             )
+        bind_log_fields(flow_run_id=run.id)
         logger.info("request %s: flow run %s (%s)", request.request_id, run.id, run.name)
         return run.parameters
 
@@ -240,8 +263,22 @@ class RequestListener:
         message.ack()
 
 
+def _work_queue_of(request: ClipRequest, settings: Settings) -> str | None:
+    """The queue of the site holding the recording (validation refused a request no site
+    serves); None without sites: the deployment's own queue."""
+    site = settings.site_of(Path(request.nas_video_path))
+    return site.work_queue if site else None
+
+
 def _parameters(request: ClipRequest) -> dict[str, Any]:
     return {"request": request.model_dump(mode="json")}
+
+
+def _traceparent_of(message: Message) -> str | None:
+    """The message's ``traceparent`` attribute, if it has one (fakes may have no
+    attributes at all)."""
+    value = (getattr(message, "attributes", None) or {}).get("traceparent")
+    return value if isinstance(value, str) else None
 
 
 def _parse(data: bytes, settings: Settings) -> tuple[ClipRequest | None, str]:
@@ -333,11 +370,7 @@ def main() -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     ).parse_args()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
-    )
-    logging.Formatter.converter = time.gmtime
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(LISTENER, get_settings())
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

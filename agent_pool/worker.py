@@ -11,6 +11,9 @@ agents. Handing over kills the run's process; the worker then reports the run Cr
 for any dead process, the recovery automation reschedules it, and only an agent that is
 not drained picks it up. The flow's records make the rerun skip finished steps and
 announce the clip once.
+
+Its lines (``clipping.logs``, ``CLIPPING_LOG_FORMAT``) carry its agent id; its flow
+processes, whose output it discards, configure their own (``flows.clip_hand``).
 """
 
 import argparse
@@ -34,8 +37,11 @@ from prefect.workers.process import (
 )
 
 from agent_pool import metrics
+from clipping.agent_sites import record_site
 from clipping.drain import is_drained
+from clipping.logs import WORKER, configure_logging
 from clipping.settings import get_settings
+from clipping.sites import Site
 
 logger = logging.getLogger("clipping.worker")
 
@@ -44,14 +50,22 @@ warnings.filterwarnings("ignore", message="Type 'ClipWorker'", category=UserWarn
 
 
 class ClipWorker(ProcessWorker):
-    """A ``ProcessWorker`` that honours its agent's drain flag."""
+    """A ``ProcessWorker`` that honours its agent's drain flag; with a ``site``, it polls
+    only that site's work queue (``clipping.sites``) and records its site for the proxy."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, site: Site | None = None, **kwargs: Any) -> None:
+        if site is not None:
+            kwargs["work_queues"] = [site.work_queue]
         super().__init__(*args, **kwargs)
+        self._site = site
+        self._site_recorded = False
         self._pids: dict[UUID, int] = {}
         self._drained = False
 
     async def get_and_submit_flow_runs(self) -> list[FlowRun]:
+        if self._site is not None and not self._site_recorded:
+            await record_site(self.client, self.name, self._site.name)
+            self._site_recorded = True
         drained = await is_drained(self.client, self.name)
         metrics.AGENT_DRAINED.labels(self.name).set(int(drained))
         metrics.AGENT_LAST_POLL.labels(self.name).set_to_current_time()
@@ -134,10 +148,20 @@ def main() -> None:
         default=settings.worker_metrics_port,
         help="port of the Prometheus metrics (CLIPPING_WORKER_METRICS_PORT, default %(default)s)",
     )
+    parser.add_argument(
+        "--site",
+        choices=[site.name for site in settings.sites] or None,
+        default=settings.worker_site,
+        help="the NAS site whose recordings this host reads (CLIPPING_SITES; "
+        "CLIPPING_WORKER_SITE); unset: every site's",
+    )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(WORKER, settings, agent_id=args.name)
     metrics.serve_metrics(settings.metrics_host, args.metrics_port)
-    worker = ClipWorker(work_pool_name=args.pool, name=args.name, limit=args.limit)
+    site = next((site for site in settings.sites if site.name == args.site), None)
+    if args.site and site is None:
+        parser.error(f"--site {args.site}: not one of CLIPPING_SITES")
+    worker = ClipWorker(work_pool_name=args.pool, name=args.name, limit=args.limit, site=site)
     with temporary_settings(updates={PREFECT_WORKER_WEBSERVER_PORT: args.health_port}):
         asyncio.run(worker.start(with_healthcheck=True))
 

@@ -108,7 +108,11 @@ class ClipRequest(BaseModel):
     @field_validator("nas_video_path")
     @classmethod
     def _inside_nas_roots(cls, path: str, info: ValidationInfo) -> str:
-        return str(confine_to_nas_roots(path, settings_of(info).nas_roots))
+        settings = settings_of(info)
+        confined = confine_to_nas_roots(path, settings.nas_roots)
+        if settings.sites and settings.site_of(confined) is None:
+            raise ValueError("no NAS site serves this recording (CLIPPING_SITES)")
+        return str(confined)
 
     @model_validator(mode="after")
     def _start_before_end(self, info: ValidationInfo) -> "ClipRequest":

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from clipping.tracing import current_span
+
 if TYPE_CHECKING:
     from google.cloud.pubsub_v1 import PublisherClient
 
@@ -41,8 +43,17 @@ def publish_data(
 
     After ``timeout`` it raises, but the client may still deliver the message later:
     callers rely on the request id to make a late copy harmless.
+
+    Published while a span is current (``clipping.tracing``), the message carries it in
+    its ``traceparent`` attribute (unless ``attributes`` has one): the trace goes on.
     """
+    attributes = _with_trace(attributes)
     return publisher().publish(topic_path, data, **attributes).result(timeout=timeout)
+
+
+def _with_trace(attributes: dict[str, str]) -> dict[str, str]:
+    span = current_span()
+    return {"traceparent": span.traceparent, **attributes} if span else attributes
 
 
 def consume_forever(

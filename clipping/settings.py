@@ -8,12 +8,13 @@ import os
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from clipping.outputs import ClipOutput
+from clipping.sites import Site, parse_sites, site_serving
 
 # V4 signed URLs cannot live longer than this; the client library refuses more.
 MAX_SIGNED_URL_TTL = timedelta(days=7)
@@ -30,6 +31,12 @@ class Settings(BaseSettings):
         default=(Path("/mnt/nas"),),
         description="Directories recordings may be read from, separated by ':'. "
         "A path that resolves (symlinks included) outside all of them is refused.",
+    )
+    sites: Annotated[tuple[Site, ...], NoDecode] = Field(
+        default=(),
+        description="NAS sites as 'name=root:root;name=root' (clipping.sites): each site's "
+        "workers read its roots only, and a request runs on a worker of the site holding "
+        "its recording. Unset: every worker reads every NAS root.",
     )
     gcp_project: str = Field(
         default="gg-poker", description="Project of the topics, subscriptions and bucket."
@@ -70,6 +77,10 @@ class Settings(BaseSettings):
     worker_limit: int = Field(default=4, gt=0, description="Flow runs at once per NAS agent.")
     listener_metrics_port: int = Field(
         default=9464, description="Port of the listener's Prometheus metrics (GET /metrics)."
+    )
+    worker_site: str | None = Field(
+        default=None,
+        description="The site (of CLIPPING_SITES) a worker serves (agent_pool.worker --site).",
     )
     worker_metrics_port: int = Field(
         default=9465, description="Port of a worker's Prometheus metrics (GET /metrics)."
@@ -169,6 +180,18 @@ class Settings(BaseSettings):
     work_dir: Path | None = Field(
         default=None, description="Parent of per-run scratch directories (default: system temp)."
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines of every process (clipping.logs): 'text' (time, logger, level, "
+        "message, on stderr) or 'json' (one object per line on stdout, with Cloud Logging's "
+        "field names, the trace and the request's ids).",
+    )
+    flow_log_file: Path | None = Field(
+        default=None,
+        description="Flow processes append their log lines to this file: the deployment "
+        "discards their output (stream_output: false). Unset: their lines reach the Prefect "
+        "API (the UI) alone.",
+    )
 
     @field_validator("nas_roots", mode="before")
     @classmethod
@@ -176,6 +199,28 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(Path(part) for part in value.split(os.pathsep) if part)
         return value
+
+    @field_validator("sites", mode="before")
+    @classmethod
+    def _parse_sites(cls, value: object) -> object:
+        return parse_sites(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _sites_within_nas_roots(self) -> "Settings":
+        outside = [
+            str(root)
+            for site in self.sites
+            for root in site.roots
+            if not any(root == nas or nas in root.parents for nas in self.nas_roots)
+        ]
+        if outside:
+            raise ValueError(f"site roots outside every NAS root: {outside}")
+        return self
+
+    def site_of(self, recording: Path) -> Site | None:
+        """The site serving ``recording`` (a resolved path); None when sites are unset or
+        none serves it."""
+        return site_serving(recording, self.sites)
 
     @field_validator("nas_roots")
     @classmethod

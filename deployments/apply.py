@@ -45,6 +45,17 @@ def ensure_work_pool(name: str) -> None:
             logger.info("work pool %s exists", name)
 
 
+def ensure_site_queues(settings: Settings) -> None:
+    """One work queue of the pool per NAS site (``clipping.sites``)."""
+    with get_client(sync_client=True) as client:
+        for site in settings.sites:
+            try:
+                client.create_work_queue(name=site.work_queue, work_pool_name=settings.work_pool)
+                logger.info("created work queue %s for site %s", site.work_queue, site.name)
+            except ObjectAlreadyExists:
+                logger.info("work queue %s exists", site.work_queue)
+
+
 def deploy_all(settings: Settings, project_dir: Path = PROJECT_DIR) -> None:
     """Run ``prefect deploy --all`` on prefect.yaml: Prefect's own reader of that file.
 
@@ -72,6 +83,7 @@ def apply(settings: Settings) -> None:
     ensure_topology(settings)
     apply_retention(settings)
     ensure_work_pool(settings.work_pool)
+    ensure_site_queues(settings)
     bucket = save_clip_blocks(settings)
     logger.info("saved blocks %s (gs://%s)", settings.gcs_block, bucket.bucket)
     deploy_all(settings)

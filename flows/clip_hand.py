@@ -8,6 +8,11 @@ Pub/Sub listener (``agent_pool.listener``). Run one by hand, without a deploymen
 Every request ends with exactly one ``clipping-complete`` message: the flow settles the
 success, the ``on_failure`` hook the final failure with its reason, both through
 ``clipping.outcomes`` (the one owner of a request's outcome).
+
+Each run configures its process's logging first (``clipping.logs``: ``CLIPPING_LOG_FORMAT``,
+appended to ``CLIPPING_FLOW_LOG_FILE``; Prefect's API handler stays, so the UI shows the
+run's logs) and logs, run loggers and ``clipping.*`` alike, with the request's ids, its
+flow run and agent, in the trace the listener tagged the run with (``clipping.tracing``).
 """
 
 import os
@@ -34,11 +39,13 @@ from prefect.logging.loggers import flow_run_logger
 from prefect.states import Failed, State
 
 from clipping.bucket import ClipBucket
+from clipping.logs import FLOW, configure_logging, log_context
 from clipping.messages import ClipCompletion, ClipRequest, ClipState
 from clipping.outcomes import RequestOutcomes, publish_completion, run_outcome
 from clipping.records import UploadedClip, UploadRecord, discard_objects
 from clipping.settings import CLIP_FLOW, get_settings
 from clipping.signing import SignedUrl, UrlSigner
+from clipping.tracing import TraceContext, in_span
 from cutting import CutClip, CutError, cut_clip, write_poster
 from flows.final_failure import fail_for_good
 from flows.liveness import beating
@@ -160,6 +167,17 @@ def running_agent() -> str | None:
     return os.environ.get("PREFECT__WORKER_NAME")
 
 
+@contextmanager
+def _logging_for(request: ClipRequest) -> Iterator[None]:
+    """This process logs as a flow (agent and run on every line); inside, the request's ids
+    and the span of the run's trace too."""
+    run = {"flow_run_id": runtime.flow_run.id, "agent_id": running_agent()}
+    configure_logging(FLOW, get_settings(), **run)
+    span = TraceContext.of_run_tags(runtime.flow_run.tags)
+    with in_span(span), log_context(request_id=request.request_id, hand_id=request.hand_id, **run):
+        yield
+
+
 def announce_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
     """on_failure hook: the run ended for good without a clip, so tell M6 why (once per
     request)."""
@@ -204,7 +222,7 @@ def clip_hand(request: ClipRequest) -> ClipCompletion | State:
     Steps already done by an earlier attempt (a retry, or a rerun after a crash) are read
     from the request's records instead of being done again.
     """
-    with beating():
+    with _logging_for(request), beating():
         return _clip(request)
 
 

@@ -46,6 +46,9 @@ _accepted = Table(
     # Set when its owner deleted the clip (DELETE /v1/clip/{id}): the record stays, as a
     # tombstone, so the id is not taken again and its status says it was deleted.
     Column("deleted_at", DateTime(timezone=True), nullable=True),
+    # The request's trace as accepted (a W3C traceparent, clipping.tracing), so publishing
+    # it again continues that trace. NULL for records made before traces were kept.
+    Column("traceparent", String(64), nullable=True),
 )
 
 
@@ -73,6 +76,7 @@ class Unstarted:
     request_id: str
     body: str
     publications: int
+    traceparent: str | None = None
 
     @property
     def hand_id(self) -> str | None:
@@ -90,9 +94,11 @@ class AcceptedRequests:
         _metadata.create_all(self._engine)
         _add_missing_columns(self._engine)
 
-    def accept(self, request: ClipRequest, owner: str | None = None) -> bool:
-        """Record ``request`` for ``owner``; True if new, False if that owner's identical
-        request was accepted before.
+    def accept(
+        self, request: ClipRequest, owner: str | None = None, traceparent: str | None = None
+    ) -> bool:
+        """Record ``request`` for ``owner`` (accepted in the trace ``traceparent``); True if
+        new, False if that owner's identical request was accepted before (in any trace).
 
         Raises ``RequestIdConflict`` when its id was accepted with a different body or owner.
         """
@@ -107,6 +113,7 @@ class AcceptedRequests:
                         body=body,
                         owner=owner,
                         accepted_at=datetime.now(UTC),
+                        traceparent=traceparent,
                     )
                 )
         except IntegrityError:
@@ -159,14 +166,21 @@ class AcceptedRequests:
         published_at = func.coalesce(_accepted.c.published_at, _accepted.c.accepted_at)
         publications = func.coalesce(_accepted.c.publications, 1)
         query = (
-            select(_accepted.c.request_id, _accepted.c.body, publications.label("publications"))
+            select(
+                _accepted.c.request_id,
+                _accepted.c.body,
+                publications.label("publications"),
+                _accepted.c.traceparent,
+            )
             .where(_accepted.c.closed_at.is_(None), published_at < published_before)
             .order_by(published_at)
             .limit(limit)
         )
         with self._engine.connect() as connection:
             rows = connection.execute(query).all()
-        return [Unstarted(row.request_id, row.body, row.publications) for row in rows]
+        return [
+            Unstarted(row.request_id, row.body, row.publications, row.traceparent) for row in rows
+        ]
 
     def published_again(self, request_id: str, at: datetime) -> None:
         self._update(

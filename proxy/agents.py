@@ -1,5 +1,6 @@
 """The NAS agents as the admin endpoints show them: Prefect's workers of the pool, the
-drain flags (``clipping.drain``) and the runs each agent is executing."""
+drain flags (``clipping.drain``), their sites (``clipping.agent_sites``) and the runs each
+agent is executing."""
 
 from collections import defaultdict
 from datetime import datetime
@@ -16,6 +17,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType, WorkerStatus
 from pydantic import BaseModel, Field
 
+from clipping.agent_sites import agent_sites
 from clipping.drain import drained_agents
 
 # The label a worker gives each flow run it executes.
@@ -41,6 +43,9 @@ class AgentReport(BaseModel):
         description="drained: takes no new runs (failover), whether or not its worker is up."
     )
     online: bool = Field(description="Its worker is polling Prefect (heartbeats arrive).")
+    site: str | None = Field(
+        default=None, description="The NAS site it serves (CLIPPING_SITES); None: every one."
+    )
     last_heartbeat: datetime | None
     runs: list[AgentRun] = Field(description="Flow runs it is executing now.")
 
@@ -52,12 +57,14 @@ class UnknownAgent(LookupError):
 async def agent_reports(prefect: PrefectClient, work_pool: str) -> list[AgentReport]:
     workers = await prefect.read_workers_for_work_pool(work_pool)
     drained = await drained_agents(prefect)
+    sites = await agent_sites(prefect)
     runs = await _runs_by_agent(prefect, work_pool)
     return [
         AgentReport(
             agent_id=worker.name,
             status=_status(worker.name in drained, worker.status),
             online=worker.status == WorkerStatus.ONLINE,
+            site=sites.get(worker.name),
             last_heartbeat=worker.last_heartbeat_time,
             runs=runs.get(worker.name, []),
         )

@@ -28,6 +28,11 @@ Keys are bearer tokens (``proxy.auth``, ``proxy.access``), checked before any pr
 the body is reported; bodies are limited in size (413) and read time (408), the request
 endpoint in rate per key (429). ``/docs``, ``/redoc`` and ``/openapi.json`` are served only
 with ``CLIPPING_PROXY_DOCS_ENABLED``.
+
+Every request is handled in a span of its own (``proxy.tracing``: it continues the
+``traceparent`` header's trace and is answered in the response's), and ``create_app``
+configures the process's logging (``clipping.logs``, ``CLIPPING_LOG_FORMAT``), uvicorn's
+access lines included.
 """
 
 import asyncio
@@ -48,6 +53,7 @@ from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, get_current_settings
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clipping.bucket import ClipBucket
+from clipping.logs import PROXY, configure_logging
 from clipping.messages import describe_problems
 from clipping.outcomes import RequestOutcomes
 from clipping.settings import Settings, get_settings
@@ -63,6 +69,7 @@ from proxy.routes import agents, clips, health, metrics, webhooks
 from proxy.services import Publisher, Services
 from proxy.settings import ProxySettings, get_proxy_settings
 from proxy.status import find_run
+from proxy.tracing import TraceRequests
 from proxy.webhooks import Webhooks
 
 logger = logging.getLogger("clipping.proxy")
@@ -75,6 +82,7 @@ def create_app(
 ) -> FastAPI:
     settings = settings or get_settings()
     proxy_settings = proxy_settings or get_proxy_settings()
+    configure_logging(PROXY, settings)
     services = Services(
         settings=settings,
         proxy_settings=proxy_settings,
@@ -112,6 +120,8 @@ def create_app(
     )
     # Outermost, so answers the body limits give (413, 408) are counted too.
     app.add_middleware(HttpMetrics, metrics=services.metrics)
+    # Around everything: every answer carries its trace, every line logged for it its ids.
+    app.add_middleware(TraceRequests)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_problem)
     for unreachable in (httpx.HTTPError, PrefectHTTPStatusError):

@@ -7,7 +7,9 @@ proxy looks at the open requests it published longer than ``CLIPPING_PROXY_UNSTA
 ago: one with an outcome or a run is closed; one with neither is published again (the
 listener's idempotency makes a copy harmless), up to ``CLIPPING_PROXY_MAX_PUBLICATIONS``
 times, and then settled as ``failed`` with the reason. Several proxy instances may do this
-at once: publishing is idempotent and settling takes the outcome's claim.
+at once: publishing is idempotent and settling takes the outcome's claim. A request
+published again continues the trace it was accepted in (a new span of it, or a new trace
+for a record made before traces were kept), and its lines are logged under it.
 """
 
 import asyncio
@@ -15,7 +17,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from clipping.logs import log_context
 from clipping.outcomes import RequestOutcomes
+from clipping.tracing import TraceContext, in_span
 from proxy.accepted import AcceptedRequests, Unstarted
 
 logger = logging.getLogger("clipping.proxy")
@@ -51,17 +55,23 @@ class Reconciler:
             ):
                 self._accepted.close_request(request_id, now)
             elif pending.publications < self._max_publications:
-                logger.warning(
-                    "request %s has no run %s after publication %d; publishing it again",
-                    request_id,
-                    self._unstarted_after,
-                    pending.publications,
-                )
-                await self._publish(request_id, pending.body.encode())
+                await self._publish_again(pending)
                 self._accepted.published_again(request_id, now)
             else:
                 await asyncio.to_thread(self._give_up, pending)
                 self._accepted.close_request(request_id, now)
+
+    async def _publish_again(self, pending: Unstarted) -> None:
+        span = TraceContext.continued(pending.traceparent)
+        with in_span(span), log_context(request_id=pending.request_id, hand_id=pending.hand_id):
+            logger.warning(
+                "request %s has no run %s after publication %d; publishing it again",
+                pending.request_id,
+                self._unstarted_after,
+                pending.publications,
+            )
+            # Published in the span: it goes with the message (clipping.pubsub).
+            await self._publish(pending.request_id, pending.body.encode())
 
     def _give_up(self, pending: Unstarted) -> None:
         reason = (

@@ -34,6 +34,11 @@ class StackConfig(BaseSettings):
     worker_health_ports: tuple[int, ...] = Field(
         default=(8005, 8006), description="GET /health of each worker, in the order of workers."
     )
+    worker_sites: tuple[str, ...] = Field(
+        default=(),
+        description="The NAS site of each worker, in the order of workers (none: no sites); "
+        "a site's root is nas/<site>.",
+    )
     worker_metrics_ports: tuple[int, ...] = Field(
         default=(9465, 9466), description="Prometheus metrics of each worker, in that order."
     )
@@ -141,6 +146,15 @@ class StackConfig(BaseSettings):
     def health_port_of(self, worker: str) -> int:
         return dict(zip(self.workers, self.worker_health_ports, strict=True))[worker]
 
+    def site_of(self, worker: str) -> str | None:
+        """The worker's site; None without sites, or for a worker joining the pool."""
+        if not self.worker_sites:
+            return None
+        return dict(zip(self.workers, self.worker_sites, strict=True)).get(worker)
+
+    def site_root(self, site: str) -> Path:
+        return self.nas_root / site
+
     def metrics_port_of(self, worker: str) -> int:
         return dict(zip(self.workers, self.worker_metrics_ports, strict=True))[worker]
 
@@ -206,6 +220,9 @@ class StackConfig(BaseSettings):
             "CLIPPING_PROXY_WEBHOOK_ALLOW_LOOPBACK": "true",
             "CLIPPING_PROXY_URL": self.proxy_url,
             "CLIPPING_WORK_DIR": str(self.dir / "scratch"),
+            "CLIPPING_SITES": ";".join(
+                f"{site}={self.site_root(site)}" for site in dict.fromkeys(self.worker_sites)
+            ),
             "CLIPPING_LISTENER_METRICS_PORT": str(self.listener_metrics_port),
             "CLIPPING_METRICS_HOST": self.host,
             "CLIPPING_IAM_CREDENTIALS_URL": self.auth_url,

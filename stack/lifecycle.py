@@ -54,6 +54,8 @@ class Stack:
         config = self.config
         settings = get_settings()
         config.nas_root.mkdir(parents=True, exist_ok=True)
+        for site in config.worker_sites:
+            config.site_root(site).mkdir(exist_ok=True)
         write_service_account_key(
             config.service_account_file, settings.gcp_project, config.token_uri
         )
@@ -179,9 +181,12 @@ class Stack:
         return Component(
             [sys.executable, "-m", "agent_pool.worker", "--name", name,
              "--limit", str(self.config.worker_limit), "--health-port", str(health_port),
-             "--metrics-port", str(metrics_port)],
+             "--metrics-port", str(metrics_port),
+             *(["--site", site] if (site := self.config.site_of(name)) else [])],
             {**self._host_env(name),
              "PREFECT_WORKER_QUERY_SECONDS": "1",
+             # Its flow processes (output discarded) append their lines to its log.
+             "CLIPPING_FLOW_LOG_FILE": str(self.supervisor.log_path(name)),
              # A dead worker shows offline after ~3 heartbeats: 30 s instead of 90 s.
              "PREFECT_WORKER_HEARTBEAT_SECONDS": "10"},
             lambda: _worker_online(name) and http_ok(

@@ -3,8 +3,10 @@ client, the real outcome module over an in-memory bucket. No message makes ``han
 raise, and no request gets a second outcome.
 """
 
+import io
 import json
 import logging
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from agent_pool.listener import RequestListener
+from clipping.logs import LISTENER, JsonFormatter
 from clipping.messages import ClipCompletion, ClipState
 from clipping.outcomes import RequestOutcomes
 from clipping.settings import Settings
@@ -35,6 +38,7 @@ class FakeMessage:
     data: bytes
     delivery_attempt: int | None = 1
     answers: list[str] = field(default_factory=list)
+    attributes: dict[str, str] = field(default_factory=dict)
 
     def ack(self) -> None:
         self.answers.append("ack")
@@ -48,6 +52,8 @@ class FakeRun:
     id: UUID
     name: str
     parameters: dict[str, Any]
+    tags: list[str] = field(default_factory=list)
+    work_queue_name: str | None = None
 
 
 class FakePrefect:
@@ -58,11 +64,18 @@ class FakePrefect:
         self.down = False
 
     def create_flow_run_from_deployment(
-        self, deployment_id: UUID, *, parameters: dict[str, Any], idempotency_key: str
+        self,
+        deployment_id: UUID,
+        *,
+        parameters: dict[str, Any],
+        idempotency_key: str,
+        tags: list[str] | None = None,
+        work_queue_name: str | None = None,
     ) -> FakeRun:
         self._answer()
         assert deployment_id == DEPLOYMENT_ID
-        return self.runs.setdefault(idempotency_key, FakeRun(uuid4(), "run", parameters))
+        run = FakeRun(uuid4(), "run", parameters, list(tags or []), work_queue_name)
+        return self.runs.setdefault(idempotency_key, run)
 
     def read_flow_runs(self, *, flow_run_filter: Any, limit: int) -> list[FakeRun]:
         self._answer()
@@ -94,8 +107,8 @@ class Harness:
         }
         return json.dumps(body).encode()
 
-    def handle(self, data: bytes, attempt: int = 1) -> FakeMessage:
-        message = FakeMessage(data, attempt)
+    def handle(self, data: bytes, attempt: int = 1, **attributes: str) -> FakeMessage:
+        message = FakeMessage(data, attempt, attributes=attributes)
         self.listener.handle(message)
         return message
 
@@ -304,3 +317,47 @@ def test_the_listener_imports_neither_the_flow_nor_pyav() -> None:
         check=True,
     ).stdout
     assert "'av'" not in loaded and "'flows.clip_hand'" not in loaded and "'cutting'" not in loaded
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_the_run_is_tagged_with_the_messages_trace(harness: Harness) -> None:
+    traceparent = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+    assert harness.handle(harness.body(), traceparent=traceparent).answers == ["ack"]
+    assert harness.prefect.runs["req-1"].tags == [f"trace:{TRACE_ID}"]
+
+
+@pytest.mark.parametrize("attributes", [{}, {"traceparent": "not one"}], ids=["none", "invalid"])
+def test_a_message_without_a_valid_trace_starts_one(
+    harness: Harness, attributes: dict[str, str]
+) -> None:
+    """Messages published before traces were kept, or by other publishers."""
+    assert harness.handle(harness.body(), **attributes).answers == ["ack"]
+    (tag,) = harness.prefect.runs["req-1"].tags
+    assert re.fullmatch(r"trace:[0-9a-f]{32}", tag)
+
+
+def test_lines_logged_for_a_message_carry_its_request_and_trace(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="clipping.listener")
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter(LISTENER, "gg-poker"))
+    listener_logger = logging.getLogger("clipping.listener")
+    listener_logger.addHandler(handler)
+    try:
+        traceparent = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+        harness.handle(harness.body(), traceparent=traceparent)
+        harness.handle(harness.body(request_id="req-2", start_seconds=5.0, end_seconds=2.0))
+    finally:
+        listener_logger.removeHandler(handler)
+    created, rejected = (json.loads(line) for line in buffer.getvalue().splitlines())
+    run_id = str(harness.prefect.runs["req-1"].id)
+    assert created["message"].startswith(f"request req-1: flow run {run_id}")
+    assert (created["request_id"], created["hand_id"]) == ("req-1", "hand-1")
+    assert created["flow_run_id"] == run_id
+    assert created["logging.googleapis.com/trace"] == f"projects/gg-poker/traces/{TRACE_ID}"
+    assert "rejected" in rejected["message"] and rejected["request_id"] == "req-2"
+    assert TRACE_ID not in rejected["logging.googleapis.com/trace"], "a trace of its own"

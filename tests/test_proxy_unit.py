@@ -6,11 +6,14 @@ status answer that gets as far as Prefect is 503; the publisher (``proxy.deps``)
 stub that keeps what it was given, and the rate limiter runs on the test's clock.
 """
 
+import io
 import json
+import logging
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,8 +25,11 @@ from fastapi.testclient import TestClient
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from pydantic import SecretStr
 
+from clipping import pubsub
+from clipping.logs import PROXY, JsonFormatter
 from clipping.messages import NewClipRequest
 from clipping.settings import Settings
+from clipping.tracing import TraceContext, current_span
 from proxy.app import create_app
 from proxy.deps import get_limiter, get_publisher
 from proxy.limits import RateLimiter
@@ -93,9 +99,11 @@ def proxy_settings(tmp_path: Path) -> ProxySettings:
 class StubPublisher:
     def __init__(self) -> None:
         self.published: list[str] = []
+        self.spans: list[str | None] = []  # the traceparent current at each publication
 
     async def publish(self, clip: NewClipRequest) -> str:
         self.published.append(clip.request_id)
+        self.spans.append(span.traceparent if (span := current_span()) else None)
         return f"message-{len(self.published)}"
 
 
@@ -407,3 +415,93 @@ def test_a_body_over_the_limit_is_413_declared_or_streamed(
     chunked = client.post("/v1/clip/request", content=streamed(), headers=headers)
     assert chunked.status_code == 413
     assert "larger than" in chunked.json()["detail"]
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+HOUR = timedelta(hours=1)
+
+
+def _post_traced(client: TestClient, body: dict, *traceparents: str) -> httpx.Response:
+    headers = [("Authorization", "Bearer m6-key"), *(("traceparent", t) for t in traceparents)]
+    return client.post("/v1/clip/request", json=body, headers=headers)
+
+
+def test_a_request_continues_its_traceparent_and_publishes_it(
+    client: TestClient, request_body: dict, publisher: StubPublisher
+) -> None:
+    answer = _post_traced(client, request_body, TRACEPARENT)
+    assert answer.status_code == 202
+    span = TraceContext.parse(answer.headers["traceparent"])
+    assert span is not None and span.trace_id == TRACE_ID
+    assert span.span_id != "00f067aa0ba902b7", "the proxy's span is a child of the caller's"
+    assert publisher.spans == [answer.headers["traceparent"]]
+    (unstarted,) = client.app.state.services.accepted.unstarted(datetime.now(UTC) + HOUR)
+    assert unstarted.traceparent == answer.headers["traceparent"], "kept for republication"
+
+
+@pytest.mark.parametrize(
+    "traceparents",
+    [
+        (),
+        ("garbage",),
+        (TRACEPARENT.upper(),),
+        (f"00-{'0' * 32}-00f067aa0ba902b7-01",),
+        (TRACEPARENT, TRACEPARENT),
+    ],
+    ids=["none", "garbage", "uppercase", "zero trace id", "repeated"],
+)
+def test_a_request_without_a_valid_traceparent_starts_a_trace(
+    client: TestClient, request_body: dict, publisher: StubPublisher, traceparents: tuple[str]
+) -> None:
+    answer = _post_traced(client, request_body, *traceparents)
+    assert answer.status_code == 202
+    span = TraceContext.parse(answer.headers["traceparent"])
+    assert span is not None and span.trace_id != TRACE_ID and span.flags == "01"
+    assert publisher.spans == [answer.headers["traceparent"]]
+
+
+def test_every_answer_carries_its_traceparent(client: TestClient) -> None:
+    for answer in (client.get("/health"), client.get("/v1/clip/r1/status")):  # 200, 401
+        assert TraceContext.parse(answer.headers["traceparent"]) is not None
+
+
+def test_the_real_publisher_sends_the_span_as_the_messages_attribute(
+    client: TestClient, request_body: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[dict[str, str]] = []
+
+    class Sent:
+        def result(self, timeout: float) -> str:
+            return "message-1"
+
+    class PubSub:
+        def publish(self, topic: str, data: bytes, **attributes: str) -> Sent:
+            sent.append(attributes)
+            return Sent()
+
+    monkeypatch.setattr(pubsub, "publisher", PubSub)
+    del client.app.dependency_overrides[get_publisher]
+    answer = _post_traced(client, request_body, TRACEPARENT)
+    assert answer.status_code == 202
+    assert sent == [{"traceparent": answer.headers["traceparent"], "request_id": "r1"}]
+
+
+def test_lines_logged_for_a_request_carry_its_ids_and_trace(
+    client: TestClient, request_body: dict
+) -> None:
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter(PROXY, "gg-poker"))
+    proxy_logger = logging.getLogger("clipping.proxy")
+    proxy_logger.addHandler(handler)
+    try:
+        answer = _post_traced(client, request_body, TRACEPARENT)
+    finally:
+        proxy_logger.removeHandler(handler)
+    (line,) = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert line["message"] == "request r1 queued as message message-1"
+    assert (line["request_id"], line["hand_id"]) == ("r1", "h1")
+    assert line["logging.googleapis.com/trace"] == f"projects/gg-poker/traces/{TRACE_ID}"
+    span = TraceContext.parse(answer.headers["traceparent"])
+    assert span is not None and line["logging.googleapis.com/spanId"] == span.span_id

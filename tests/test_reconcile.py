@@ -10,6 +10,7 @@ import pytest
 
 from clipping.messages import ClipCompletion, ClipRequest, ClipState
 from clipping.outcomes import RequestOutcomes
+from clipping.tracing import TraceContext, current_span
 from proxy.accepted import AcceptedRequests
 from proxy.reconcile import Reconciler
 from tests.doubles import MemoryBucket
@@ -33,6 +34,7 @@ class World:
         self.outcomes = RequestOutcomes(MemoryBucket(), self._announce)  # type: ignore[arg-type]
         self.runs: set[str] = set()
         self.published: list[tuple[str, bytes]] = []
+        self.spans: list[TraceContext | None] = []  # current at each publication
         self.run_lookups = 0
         self.reconciler = Reconciler(
             self.accepted,
@@ -54,6 +56,7 @@ class World:
 
     async def _publish(self, request_id: str, body: bytes) -> None:
         self.published.append((request_id, body))
+        self.spans.append(current_span())
 
     async def at(self, seconds: float) -> None:
         """A pass ``seconds`` after the requests were accepted."""
@@ -126,3 +129,23 @@ async def test_the_published_body_is_the_accepted_one(world: World, request_1: C
     await world.at(125)
     ((_, body),) = world.published
     assert ClipRequest.model_validate(json.loads(body)) == request_1
+
+
+async def test_a_request_is_published_again_in_the_trace_it_was_accepted_in(
+    world: World, request_1: ClipRequest
+) -> None:
+    accepted_in = TraceContext.new()
+    world.accepted.accept(request_1, traceparent=accepted_in.traceparent)
+    await world.at(125)
+    (span,) = world.spans
+    assert span is not None and span.trace_id == accepted_in.trace_id
+    assert span.span_id != accepted_in.span_id, "a span of its own"
+
+
+async def test_a_request_accepted_before_traces_were_kept_is_published_in_a_new_one(
+    world: World, request_1: ClipRequest
+) -> None:
+    world.accepted.accept(request_1)
+    await world.at(125)
+    (span,) = world.spans
+    assert span is not None

@@ -25,16 +25,24 @@ async def list_agents(
 async def failover_agent(
     agent_id: str, _: AdminCaller, prefect: PrefectDep, settings: SettingsDep
 ) -> AgentReport:
-    """Drain the agent: it takes no new runs and hands its runs to the other agents.
+    """Drain the agent: it takes no new runs and hands its runs to the other agents (of
+    its site, with NAS sites).
 
-    Refused (409) when no other agent is online to take them. Idempotent.
+    Refused (409) when no other agent (of its site) is online to take them. Idempotent.
     """
-    reports = await agent_reports(prefect, settings.work_pool)
-    if agent_id not in {report.agent_id for report in reports}:
+    reports = {
+        report.agent_id: report for report in await agent_reports(prefect, settings.work_pool)
+    }
+    if agent_id not in reports:
         raise _unknown_agent(agent_id)
-    if not any(r.status is AgentStatus.ONLINE and r.agent_id != agent_id for r in reports):
+    site = reports[agent_id].site
+    if not any(
+        r.status is AgentStatus.ONLINE and r.agent_id != agent_id and r.site == site
+        for r in reports.values()
+    ):
+        where = f" of site {site}" if site else ""
         raise HTTPException(
-            status.HTTP_409_CONFLICT, "no other agent is online to take over its runs"
+            status.HTTP_409_CONFLICT, f"no other agent{where} is online to take over its runs"
         )
     await drain.drain(prefect, agent_id)
     logger.warning("agent %s drained through the admin API", agent_id)

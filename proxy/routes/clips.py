@@ -1,7 +1,9 @@
 """Clip requests (scope ``clip``): queue one, answer its status, cancel it, delete it.
 
 A caller sees only its own requests (404 for the others, like an unknown id), an admin
-every one.
+every one. Lines logged while one is handled carry its request id (``clipping.logs``), and
+a new request is recorded and published with the span it was accepted in
+(``proxy.tracing``).
 """
 
 import asyncio
@@ -15,6 +17,7 @@ from google.api_core.exceptions import GoogleAPIError
 from google.auth.exceptions import GoogleAuthError
 from pydantic import BaseModel
 
+from clipping.logs import bind_log_fields
 from clipping.messages import ClipState, ClipStatusReport, NewClipRequest
 from clipping.signing import SigningError
 from proxy import control
@@ -34,6 +37,7 @@ from proxy.links import ClipLinks
 from proxy.problems import not_found, problems
 from proxy.services import Publisher
 from proxy.status import find_run, report_for_run, report_of_outcome
+from proxy.tracing import request_span
 from proxy.webhooks import callback_problem
 
 logger = logging.getLogger("clipping.proxy")
@@ -63,6 +67,7 @@ async def request_clip(
 
     An id another caller used is refused (409).
     """
+    bind_log_fields(request_id=clip.request_id, hand_id=clip.hand_id)
     if problem := callback_problem(clip, request):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problem)
     if wait := limiter.retry_after(caller.digest):
@@ -71,8 +76,9 @@ async def request_clip(
             "too many clip requests with this key",
             headers={"Retry-After": str(math.ceil(wait))},
         )
+    traceparent = request_span().traceparent
     try:
-        is_new = accepted.accept(clip, owner=caller.digest)
+        is_new = accepted.accept(clip, owner=caller.digest, traceparent=traceparent)
     except RequestIdConflict as conflict:
         raise HTTPException(status.HTTP_409_CONFLICT, str(conflict)) from None
     if is_new:
@@ -85,6 +91,7 @@ async def request_clip(
 
 async def _publish(clip: NewClipRequest, accepted: AcceptedRequests, publisher: Publisher) -> None:
     try:
+        # In the request's span, which goes with the message (clipping.pubsub).
         message_id = await publisher.publish(clip)
     except Exception:
         logger.exception("request %s: publishing failed", clip.request_id)
@@ -114,6 +121,7 @@ async def clip_status(
 
     Only the caller's own requests; an admin sees every one.
     """
+    bind_log_fields(request_id=request_id)
     record = _visible_record(request_id, caller, accepted)
     if (outcome := await asyncio.to_thread(outcomes.read, request_id)) is not None:
         return await _with_current_links(links, report_of_outcome(request_id, outcome))
@@ -143,6 +151,7 @@ async def cancel_clip(
 
     Cancelling it again answers the same; a request that ended otherwise is 409.
     """
+    bind_log_fields(request_id=request_id)
     record = _owned_record(request_id, caller, accepted)
     try:
         outcome = await asyncio.to_thread(control.cancel_outcome, outcomes, record)
@@ -180,6 +189,7 @@ async def delete_clip(
 
     A request still queued or processing is 409: cancel it first.
     """
+    bind_log_fields(request_id=request_id)
     record = _owned_record(request_id, caller, accepted)
     outcome = await asyncio.to_thread(outcomes.read, request_id)
     if outcome is None:
