@@ -64,6 +64,7 @@ from clipping.messages import (
 from clipping.outcomes import RequestOutcomes
 from clipping.pubsub import publish_data
 from clipping.settings import Settings, get_settings
+from clipping.spans import configure_span_export
 from clipping.tracing import TraceContext, current_span, in_span
 
 logger = logging.getLogger("clipping.listener")
@@ -125,7 +126,10 @@ class RequestListener:
         Handled in a span continuing the message's trace; every line logged meanwhile
         carries the request id the message claims."""
         span = TraceContext.continued(_traceparent_of(message))
-        with in_span(span), log_context(request_id=_claimed_id(message.data)):
+        with (
+            in_span(span, "listener: handle request"),
+            log_context(request_id=_claimed_id(message.data)),
+        ):
             self._handle(message)
 
     def _handle(self, message: Message) -> None:
@@ -371,6 +375,7 @@ def main() -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     ).parse_args()
     configure_logging(LISTENER, get_settings())
+    configure_span_export(LISTENER)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -18,8 +18,9 @@ when it was given none or an invalid one:
 
 Each process makes its span the current one (``in_span``) while it handles the request;
 ``clipping.logs`` writes the current span's ids on every line as Cloud Logging's
-``logging.googleapis.com/trace`` and ``logging.googleapis.com/spanId``. Spans are not
-exported (no OpenTelemetry SDK here): the ids correlate log lines across processes.
+``logging.googleapis.com/trace`` and ``logging.googleapis.com/spanId``. With OpenTelemetry
+configured (``OTEL_EXPORTER_OTLP_ENDPOINT``) each process also exports its span, with the
+same ids, over OTLP (``clipping.spans``).
 """
 
 import re
@@ -28,6 +29,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+
+from clipping.spans import exported
 
 # Version 00 is exactly this; a later version may append fields after the flags.
 _TRACEPARENT = re.compile(
@@ -48,6 +51,8 @@ class TraceContext:
     trace_id: str
     span_id: str
     flags: str = SAMPLED
+    # The span this one continues, when this process knows it (for span export).
+    parent_id: str | None = None
 
     @classmethod
     def new(cls) -> "TraceContext":
@@ -86,7 +91,7 @@ class TraceContext:
 
     def child(self) -> "TraceContext":
         """A new span of the same trace (this span its parent), with the same flags."""
-        return TraceContext(self.trace_id, _random_span_id(), self.flags)
+        return TraceContext(self.trace_id, _random_span_id(), self.flags, self.span_id)
 
     @property
     def traceparent(self) -> str:
@@ -103,12 +108,17 @@ _current: ContextVar[TraceContext | None] = ContextVar("clipping_span", default=
 
 
 @contextmanager
-def in_span(span: TraceContext) -> Iterator[TraceContext]:
+def in_span(span: TraceContext, name: str | None = None) -> Iterator[TraceContext]:
     """Inside, ``span`` is the current one (of this thread or task, and of the tasks it
-    starts): log lines carry its ids, and what is handed on continues it."""
+    starts): log lines carry its ids, and what is handed on continues it. With a ``name``
+    it is also reported to a tracing backend, when one is configured (``clipping.spans``)."""
     token = _current.set(span)
     try:
-        yield span
+        if name is None:
+            yield span
+        else:
+            with exported(span, name):
+                yield span
     finally:
         _current.reset(token)
 

@@ -45,6 +45,7 @@ from clipping.outcomes import RequestOutcomes, publish_completion, run_outcome
 from clipping.records import UploadedClip, UploadRecord, discard_objects
 from clipping.settings import CLIP_FLOW, get_settings
 from clipping.signing import SignedUrl, UrlSigner
+from clipping.spans import configure_span_export
 from clipping.tracing import TraceContext, in_span
 from cutting import CutClip, CutError, cut_clip, write_poster
 from flows.final_failure import fail_for_good
@@ -173,8 +174,12 @@ def _logging_for(request: ClipRequest) -> Iterator[None]:
     and the span of the run's trace too."""
     run = {"flow_run_id": runtime.flow_run.id, "agent_id": running_agent()}
     configure_logging(FLOW, get_settings(), **run)
+    configure_span_export(FLOW)
     span = TraceContext.of_run_tags(runtime.flow_run.tags)
-    with in_span(span), log_context(request_id=request.request_id, hand_id=request.hand_id, **run):
+    with (
+        in_span(span, CLIP_FLOW),
+        log_context(request_id=request.request_id, hand_id=request.hand_id, **run),
+    ):
         yield
 
 

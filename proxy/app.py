@@ -58,6 +58,7 @@ from clipping.messages import describe_problems
 from clipping.outcomes import RequestOutcomes
 from clipping.settings import Settings, get_settings
 from clipping.signing import UrlSigner
+from clipping.spans import configure_span_export
 from proxy.accepted import AcceptedRequests
 from proxy.access import refusal_of
 from proxy.auth import ApiKeys
@@ -83,6 +84,7 @@ def create_app(
     settings = settings or get_settings()
     proxy_settings = proxy_settings or get_proxy_settings()
     configure_logging(PROXY, settings)
+    configure_span_export(PROXY)
     services = Services(
         settings=settings,
         proxy_settings=proxy_settings,

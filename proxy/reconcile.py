@@ -63,7 +63,10 @@ class Reconciler:
 
     async def _publish_again(self, pending: Unstarted) -> None:
         span = TraceContext.continued(pending.traceparent)
-        with in_span(span), log_context(request_id=pending.request_id, hand_id=pending.hand_id):
+        with (
+            in_span(span, "proxy: publish again"),
+            log_context(request_id=pending.request_id, hand_id=pending.hand_id),
+        ):
             logger.warning(
                 "request %s has no run %s after publication %d; publishing it again",
                 pending.request_id,

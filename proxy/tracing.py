@@ -16,6 +16,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clipping.logs import bind_log_fields, log_context
+from clipping.spans import rename_current
 from clipping.tracing import TraceContext, current_span, in_span
 
 TRACEPARENT = "traceparent"
@@ -36,10 +37,12 @@ class TraceRequests:
         async def answer_in_span(message: Message) -> None:
             if message["type"] == "http.response.start":
                 MutableHeaders(scope=message)[TRACEPARENT] = span.traceparent
-                bind_log_fields(route=getattr(scope.get("route"), "path", None))
+                route = getattr(scope.get("route"), "path", None)
+                bind_log_fields(route=route)
+                rename_current(f"{scope['method']} {route or 'unmatched'}")
             await send(message)
 
-        with in_span(span), log_context():
+        with in_span(span, f"{scope['method']} request"), log_context():
             await self.app(scope, receive, answer_in_span)
 
 

@@ -6,7 +6,9 @@ is requested with a ``traceparent`` of the test's; once it is completed, the lin
 proxy, the listener and the flow are found by its ``request_id`` and, apart, by the trace
 id in ``logging.googleapis.com/trace``. No log holds the API key, the webhook secret or a
 signed URL's signature, not even after a status call that carries the signature in its
-query (the access line shows it ``REDACTED``).
+query (the access line shows it ``REDACTED``). With OpenTelemetry configured (the stack
+exports to the test's OTLP collector), the proxy's, the listener's and the flow's spans
+are one trace.
 """
 
 import json
@@ -23,6 +25,7 @@ from clipping.logs import SPAN_FIELD, TRACE_FIELD
 from clipping.tracing import TraceContext
 from stack.lifecycle import Stack
 from tests.live_stack import clip_body, wait_until_finished
+from tests.otlp_collector import ReceivedSpan, collecting
 
 pytestmark = pytest.mark.e2e
 
@@ -34,11 +37,14 @@ UNREDACTED_SIGNATURE = re.compile(r"X-Goog-Signature=(?!REDACTED)", re.IGNORECAS
 
 
 @pytest.fixture(scope="module", autouse=True)
-def json_logs() -> Iterator[None]:
-    """Every process of this module's stack logs JSON (set before the stack starts)."""
-    with pytest.MonkeyPatch.context() as env:
+def spans() -> Iterator[list[ReceivedSpan]]:
+    """Every process of this module's stack logs JSON and exports its spans over OTLP to
+    the test's collector (set before the stack starts)."""
+    with collecting() as (endpoint, received), pytest.MonkeyPatch.context() as env:
         env.setenv("CLIPPING_LOG_FORMAT", "json")
-        yield
+        env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        env.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
+        yield received
 
 
 def log_files(stack: Stack) -> dict[str, Path]:
@@ -116,6 +122,21 @@ def test_a_requests_lines_are_found_by_its_id_and_by_its_trace_in_every_process(
     spans = {(line["component"], line[SPAN_FIELD]) for line in traced}
     assert len(spans) == 3, f"one span per process: {spans}"
     assert len({span for _, span in spans}) == 3
+
+
+def test_the_request_is_one_trace_of_spans_the_processes_exported(
+    completed: dict, spans: list[ReceivedSpan]
+) -> None:
+    def of_trace() -> dict[str, ReceivedSpan]:
+        return {span.service: span for span in spans if span.trace_id == TRACE_ID}
+
+    services = {"clipping-proxy", "clipping-listener", "clipping-flow"}
+    wait_for(lambda: services <= set(of_trace()), f"spans of {sorted(services)}")
+    found = of_trace()
+    assert found["clipping-proxy"].name == "POST /v1/clip/request"
+    assert found["clipping-proxy"].parent_id == TRACEPARENT.split("-")[2]
+    assert found["clipping-listener"].parent_id == found["clipping-proxy"].span_id
+    assert found["clipping-flow"].name == "clip-hand"
 
 
 def test_the_prefect_ui_still_shows_the_runs_logs(
