@@ -1,9 +1,12 @@
 """Where the local stack listens and keeps its state; every value from ``CLIPPING_STACK_*``."""
 
+import contextlib
 import json
 import os
 import secrets
 import socket
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -258,17 +261,32 @@ def _read_or_create_auth_string(path: Path) -> str:
     return path.read_text().strip()
 
 
-_handed_out: set[int] = set()
+# Ports handed out on this machine, one empty file each, so stacks started at once by
+# several processes (parallel tests, a benchmark beside the suite) never get the same port:
+# a port is free between its probe and its server's bind, and the kernel may offer it to
+# the next prober. Reservations older than RESERVATION_S are forgotten.
+PORT_RESERVATIONS = Path(tempfile.gettempdir()) / "clipping-stack-ports"
+RESERVATION_S = 6 * 3600
 
 
 def free_port() -> int:
-    """A port nothing listens on now, and never one this process handed out before: the
-    kernel may offer a just-closed port again, and two components of a stack (picked
-    before any of them binds) must not get the same one."""
+    """A port nothing listens on now, and that no stack on this machine was given lately."""
+    PORT_RESERVATIONS.mkdir(exist_ok=True)
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port: int = sock.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
+        if _reserve(port):
             return port
+
+
+def _reserve(port: int) -> bool:
+    reservation = PORT_RESERVATIONS / str(port)
+    with contextlib.suppress(FileNotFoundError):
+        if time.time() - reservation.stat().st_mtime > RESERVATION_S:
+            reservation.unlink(missing_ok=True)
+    try:
+        reservation.touch(exist_ok=False)
+    except FileExistsError:
+        return False
+    return True
