@@ -47,6 +47,7 @@ def is_alive(pid: int) -> bool:
 def test_a_child_dies_with_the_process_that_ran_it() -> None:
     parent = subprocess.Popen([sys.executable, "-c", CHILD])
     try:
+        # Killed at any moment, from the fork on: the child may be between fork and exec.
         wait_for(lambda: children_of(parent.pid), "the child to start")
         (child,) = children_of(parent.pid)
         os.kill(parent.pid, signal.SIGKILL)
