@@ -6,13 +6,10 @@ STAMP := $(VENV)/.installed
 # Test processes for the unit and integration layers, a module (or test class) each, so its
 # fixtures start once. Most of their time is spent waiting (ack deadlines, real-time
 # recorders, servers starting): more processes than cores pay. Modules start in the order
-# tests/conftest.py sorts them (longest first). The e2e layer runs after them, a module
-# (a whole stack on free ports, stack.config.free_port) per process: two stacks at once,
-# each mostly waiting on detection windows and real-time recorders.
+# tests/conftest.py sorts them (longest first). The e2e layer runs alone: whole stacks
+# (two at once took 720 s instead of 789 s on two cores, and loaded each other's timing).
 TEST_PROCESSES ?= 3
-E2E_PROCESSES ?= 2
 PARALLEL := -n $(TEST_PROCESSES) --dist loadscope --no-loadscope-reorder
-E2E_PARALLEL := -n $(E2E_PROCESSES) --dist loadscope --no-loadscope-reorder
 
 .PHONY: install demo up down status test check lint clean
 
@@ -40,7 +37,7 @@ test: $(STAMP)  ## the whole suite: unit and integration tests in parallel, then
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "unit or integration" $(PARALLEL)
-	$(BIN)/python -m pytest -m e2e $(E2E_PARALLEL)
+	$(BIN)/python -m pytest -m e2e
 
 check: $(STAMP)  ## the inner loop: lint, types, unit and integration tests (no stack)
 	$(BIN)/ruff check .

@@ -7,8 +7,9 @@ Applied idempotently by ``python -m deployments``:
   (``AwaitingRetry``) so a worker runs it again, and the flow skips the steps its records
   show as done. The flow gives up after ``CLIPPING_MAX_FLOW_ATTEMPTS`` runs.
 - **crash runs that stopped beating**: a running clip run emits a liveness beat every
-  few seconds (``flows/liveness.py``); when neither a beat nor a later state follows
-  within ``ALIVE_WITHIN`` its process or host is gone (a kill -9 of the worker and the
+  few seconds (``flows/liveness.py``), the first as its flow function starts; when
+  neither a beat nor a later state follows its start or its last beat within
+  ``ALIVE_WITHIN`` its process or host is gone (a kill -9 of the worker and the
   flow together, a power loss), so the run is marked Crashed, and the first automation
   reruns it on a surviving worker. The change is proposed, not forced: Prefect refuses
   to turn a finished run into a crashed one.
@@ -65,8 +66,11 @@ def recovery_automations(deployment_id: UUID) -> list[Automation]:
             name="clip-hand: crash runs that stopped beating",
             description="A running clip run whose liveness beats stopped lost its host: "
             "mark it Crashed so it is rerun elsewhere.",
+            # Armed by the run's start too: a host lost before its first beat reached the
+            # server (a kill right after Running, a loaded event pipeline) must not leave
+            # the run Running for good.
             trigger=EventTrigger(
-                after={ALIVE_EVENT},
+                after={ALIVE_EVENT, "prefect.flow-run.Running"},
                 expect={ALIVE_EVENT, *_LATER_STATES},
                 for_each={"prefect.resource.id"},
                 match={"prefect.resource.id": "prefect.flow-run.*"},

@@ -18,14 +18,6 @@ LAYERS = ("unit", "integration", "e2e")
 # Parallel runs (``--dist loadscope``) hand modules out in collection order, so starting
 # these first keeps the slowest off the end of the run. Only an ordering: every test runs.
 LONGEST_MODULES = (
-    # e2e (its own run): balanced over two processes when the longest start first.
-    "test_faults.py",
-    "test_e2e.py",
-    "test_proxy_api.py",
-    "test_failover.py",
-    "test_operations.py",
-    "test_clip_lifecycle.py",
-    # unit and integration
     "test_pubsub_deadlines.py",
     "test_live_recordings.py",
     "test_cutting.py",

@@ -23,7 +23,10 @@ import httpx
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
+from prefect.client.orchestration import get_client
+from prefect.states import Running
 
+from clipping.settings import get_settings
 from flows.liveness import ALIVE_WITHIN
 from stack.lifecycle import Stack
 from stack.processes import flow_processes, kill_flow_processes
@@ -218,6 +221,32 @@ def test_a_lost_host_is_detected_by_its_silence_and_the_clip_completes_once_else
     assert after_crash["name"] == "AwaitingRetry", after_crash  # the crash automation
     assert _types(history).count("RUNNING") == 2  # the killed attempt and the rerun
     assert _types(history)[-1] == "COMPLETED"
+
+
+def test_a_run_lost_before_its_first_beat_is_crashed_too(prefect_api: httpx.Client) -> None:
+    """A run whose host died between its Running state and its first beat reaching the
+    server: here a run set Running with no process at all (in a queue no worker polls, so
+    its rerun waits there)."""
+    with get_client(sync_client=True) as prefect:
+        deployment = prefect.read_deployment_by_name(get_settings().deployment)
+        run = prefect.create_flow_run_from_deployment(
+            deployment.id,
+            parameters={
+                "request": {
+                    "request_id": "never-beat",
+                    "hand_id": "h",
+                    "nas_video_path": "/never/read.mp4",
+                    "start_seconds": 0.0,
+                    "end_seconds": 1.0,
+                }
+            },
+            idempotency_key="never-beat",
+            work_queue_name="no-worker-polls-this",
+            state=Running(),
+        )
+    history = _wait_for_history(prefect_api, str(run.id), lambda types: "CRASHED" in types)
+    (crashed,) = [state for state in history if state["type"] == "CRASHED"]
+    assert "no liveness beat" in crashed["message"]
 
 
 def test_a_long_healthy_run_is_never_crashed_even_if_its_process_exits_slowly(
