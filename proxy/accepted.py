@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
-    DateTime,
     Engine,
     Integer,
     MetaData,
@@ -28,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from clipping.messages import ClipRequest
+from proxy.db import UtcDateTime
 
 _metadata = MetaData()
 _accepted = Table(
@@ -35,17 +35,17 @@ _accepted = Table(
     _metadata,
     Column("request_id", String(64), primary_key=True),
     Column("body", Text, nullable=False),
-    Column("accepted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("accepted_at", UtcDateTime(), nullable=False, server_default=func.now()),
     # NULL for records made before owners were kept: only an admin sees those.
     Column("owner", String(80), nullable=True),
     # For reconciliation (proxy.reconcile): when it was published again and how often in
     # all (NULL: once, at accepted_at), and when it was seen started or settled (NULL: open).
-    Column("published_at", DateTime(timezone=True), nullable=True),
+    Column("published_at", UtcDateTime(), nullable=True),
     Column("publications", Integer, nullable=True),
-    Column("closed_at", DateTime(timezone=True), nullable=True),
+    Column("closed_at", UtcDateTime(), nullable=True),
     # Set when its owner deleted the clip (DELETE /v1/clip/{id}): the record stays, as a
     # tombstone, so the id is not taken again and its status says it was deleted.
-    Column("deleted_at", DateTime(timezone=True), nullable=True),
+    Column("deleted_at", UtcDateTime(), nullable=True),
     # The request's trace as accepted (a W3C traceparent, clipping.tracing), so publishing
     # it again continues that trace. NULL for records made before traces were kept.
     Column("traceparent", String(64), nullable=True),
@@ -153,9 +153,7 @@ class AcceptedRequests:
             ).one_or_none()
         if row is None:
             return None
-        return AcceptedRecord(
-            row.request_id, row.body, row.owner, row.deleted_at, _utc(row.accepted_at)
-        )
+        return AcceptedRecord(row.request_id, row.body, row.owner, row.deleted_at, row.accepted_at)
 
     def mark_deleted(self, request_id: str, at: datetime) -> None:
         """Its clip and records are gone; the record stays as the tombstone."""
@@ -214,10 +212,3 @@ def _add_missing_columns(engine: Engine) -> None:
                 connection.execute(
                     text(f"ALTER TABLE {_accepted.name} ADD COLUMN {column.name} {kind}")
                 )
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every time stored here is UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)

@@ -56,7 +56,6 @@ from fastapi import Request
 from pydantic import SecretStr, ValidationError
 from sqlalchemy import (
     Column,
-    DateTime,
     Integer,
     MetaData,
     String,
@@ -73,6 +72,7 @@ from clipping.messages import ClipCompletion, ClipRequest
 from clipping.pubsub import consume_forever
 from clipping.settings import Settings
 from proxy.accepted import AcceptedRecord, AcceptedRequests
+from proxy.db import UtcDateTime
 from proxy.services import services_of
 from proxy.settings import ProxySettings
 
@@ -196,12 +196,12 @@ _deliveries = Table(
     Column("url", String(2048), nullable=False),
     Column("body", Text, nullable=False),
     Column("attempts", Integer, nullable=False),
-    Column("next_attempt_at", DateTime(timezone=True), nullable=False, index=True),
-    Column("delivered_at", DateTime(timezone=True), nullable=True),
-    Column("given_up_at", DateTime(timezone=True), nullable=True),
+    Column("next_attempt_at", UtcDateTime(), nullable=False, index=True),
+    Column("delivered_at", UtcDateTime(), nullable=True),
+    Column("given_up_at", UtcDateTime(), nullable=True),
     Column("last_error", Text, nullable=True),
     # Held by the deliverer attempting it, until then (NULL: nobody).
-    Column("claimed_until", DateTime(timezone=True), nullable=True),
+    Column("claimed_until", UtcDateTime(), nullable=True),
 )
 _columns = _deliveries.c
 _open = and_(_columns.delivered_at.is_(None), _columns.given_up_at.is_(None))
@@ -296,19 +296,10 @@ class WebhookDeliveries:
             ).one_or_none()
         if row is None:
             return None
-        fields = row._asdict()
-        times = ("next_attempt_at", "delivered_at", "given_up_at", "claimed_until")
-        return Delivery(**{**fields, **{name: _utc(fields[name]) for name in times}})
+        return Delivery(**row._asdict())
 
     def close(self) -> None:
         self._engine.dispose()
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """SQLite gives back naive datetimes: the UTC ones that were stored."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 # Delivering
