@@ -4,11 +4,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +28,6 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def wait_for(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still waiting for {what} after {PATIENCE_S} s")
-        time.sleep(0.05)
-
-
 def is_alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
@@ -48,11 +40,11 @@ def test_a_child_dies_with_the_process_that_ran_it() -> None:
     parent = subprocess.Popen([sys.executable, "-c", CHILD])
     try:
         # Killed at any moment, from the fork on: the child may be between fork and exec.
-        wait_for(lambda: children_of(parent.pid), "the child to start")
+        wait_for(lambda: children_of(parent.pid), "the child to start", PATIENCE_S)
         (child,) = children_of(parent.pid)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
-        wait_for(lambda: not is_alive(child), f"child {child} to die")
+        wait_for(lambda: not is_alive(child), f"child {child} to die", PATIENCE_S)
     finally:
         parent.kill()
         parent.wait()

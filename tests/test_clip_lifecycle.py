@@ -10,7 +10,7 @@ shows the re-signing in real time (waiting for a moment, never for speed).
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from stack.throwaway import on_database
 from tests.live_stack import clip_body, runs_for, wait_until_finished
 from tests.media import SourceSpec, start_recorder
 from tests.signed_urls import verify_v4_url
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -73,16 +74,6 @@ def bucket(settings_of_stack: Settings) -> storage.Bucket:
     return client.bucket(settings_of_stack.bucket)
 
 
-def wait_for(condition: Callable[[], object], what: str) -> float:
-    """Seconds until ``condition()`` held; fails after ``PATIENCE_S``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > PATIENCE_S:
-            raise AssertionError(f"still waiting for {what} after {PATIENCE_S} s")
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 def test_no_service_of_the_stack_has_a_key_file(live_stack: Stack) -> None:
     env = live_stack.config.env()
     assert "CLIPPING_SERVICE_ACCOUNT_FILE" not in env
@@ -110,7 +101,7 @@ def test_a_keyless_clip_is_signed_through_sign_blob_and_signed_again_on_read(
 
     # Once the announced link has less than the minimum left, status signs a new one.
     low_at = announced.expires_at - LINK_MIN_VALID
-    wait_for(lambda: datetime.now(UTC) > low_at, "the announced link to run low")
+    wait_for(lambda: datetime.now(UTC) > low_at, "the announced link to run low", PATIENCE_S)
     asked_at = datetime.now(UTC)
     fresh = proxy.get(f"/v1/clip/{request_id}/status").json()
     assert fresh["download_url"] != announced.download_url
@@ -136,7 +127,9 @@ def test_a_running_accurate_cut_is_cancelled_stops_and_uploads_nothing(
     live = live_stack.config.nas_root / "recordings" / "live-table.mp4"
     recorder = start_recorder(live, SourceSpec(seconds=600))
     try:
-        wait_for(lambda: live.exists() and live.stat().st_size > 0, "the recorder to start")
+        wait_for(
+            lambda: live.exists() and live.stat().st_size > 0, "the recorder to start", PATIENCE_S
+        )
         body = clip_body(
             live, hand_id="hand-cancel", mode="accurate", start_seconds=1.0, end_seconds=300.0
         )
@@ -144,14 +137,15 @@ def test_a_running_accurate_cut_is_cancelled_stops_and_uploads_nothing(
         wait_for(
             lambda: proxy.get(f"/v1/clip/{request_id}/status").json()["status"] == "processing",
             "the run to start",
+            PATIENCE_S,
         )
         run_id = proxy.get(f"/v1/clip/{request_id}/status").json()["flow_run_id"]
-        wait_for(lambda: flow_processes(run_id), "the flow process")
+        wait_for(lambda: flow_processes(run_id), "the flow process", PATIENCE_S)
 
         posted = time.monotonic()
         cancelled = proxy.post(f"/v1/clip/{request_id}/cancel")
         assert cancelled.status_code == 202, cancelled.text
-        wait_for(lambda: not flow_processes(run_id), "the run's processes to end")
+        wait_for(lambda: not flow_processes(run_id), "the run's processes to end", PATIENCE_S)
         stopped_after = time.monotonic() - posted
         print(f"\ncancel: no process of run {run_id} left {stopped_after:.2f} s after the POST")
     finally:
@@ -162,6 +156,7 @@ def test_a_running_accurate_cut_is_cancelled_stops_and_uploads_nothing(
     wait_for(
         lambda: runs_for(prefect_api, request_id)[0]["state_type"] == "CANCELLED",
         "Cancelled in Prefect",
+        PATIENCE_S,
     )
     assert [c.status for c in completions.all_for(request_id)] == ["cancelled"]
     assert list(bucket.list_blobs(prefix="hand-cancel/")) == []
@@ -179,12 +174,15 @@ def test_a_run_cancelled_in_prefect_is_announced_cancelled_once(
     live = live_stack.config.nas_root / "recordings" / "live-table-2.mp4"
     recorder = start_recorder(live, SourceSpec(seconds=600))
     try:
-        wait_for(lambda: live.exists() and live.stat().st_size > 0, "the recorder to start")
+        wait_for(
+            lambda: live.exists() and live.stat().st_size > 0, "the recorder to start", PATIENCE_S
+        )
         body = clip_body(live, hand_id="hand-ui", mode="accurate", end_seconds=300.0)
         request_id = proxy.post("/v1/clip/request", json=body).json()["request_id"]
         wait_for(
             lambda: proxy.get(f"/v1/clip/{request_id}/status").json()["status"] == "processing",
             "the run to start",
+            PATIENCE_S,
         )
         run_id = proxy.get(f"/v1/clip/{request_id}/status").json()["flow_run_id"]
         cancelling = {
@@ -195,7 +193,7 @@ def test_a_run_cancelled_in_prefect_is_announced_cancelled_once(
             prefect_api.post(f"/flow_runs/{run_id}/set_state", json=cancelling).status_code == 201
         )
         announced = completions.wait_for(request_id, timeout=PATIENCE_S)
-        wait_for(lambda: not flow_processes(run_id), "the run's processes to end")
+        wait_for(lambda: not flow_processes(run_id), "the run's processes to end", PATIENCE_S)
     finally:
         recorder.kill()
         recorder.wait()

@@ -13,8 +13,7 @@ are one trace.
 
 import json
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,6 +25,7 @@ from clipping.tracing import TraceContext
 from stack.lifecycle import Stack
 from tests.live_stack import clip_body, wait_until_finished
 from tests.otlp_collector import ReceivedSpan, collecting
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -66,14 +66,6 @@ def components(lines: list[dict]) -> set[str]:
     return {line["component"] for line in lines}
 
 
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still waiting for {what} after {PATIENCE_S} s")
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def completed(live_stack: Stack, proxy: httpx.Client, recording: Path) -> dict:
     """The status of one clip requested in the test's trace, once completed."""
@@ -102,8 +94,14 @@ def test_a_requests_lines_are_found_by_its_id_and_by_its_trace_in_every_process(
         return [line for line in lines if line.get(TRACE_FIELD, "").endswith(trace)]
 
     every = {"proxy", "listener", "flow"}
-    wait_for(lambda: components(by_request()) >= every, f"lines of {request_id} from {every}")
-    wait_for(lambda: components(by_trace()) >= every, f"lines of trace {TRACE_ID} from {every}")
+    wait_for(
+        lambda: components(by_request()) >= every, f"lines of {request_id} from {every}", PATIENCE_S
+    )
+    wait_for(
+        lambda: components(by_trace()) >= every,
+        f"lines of trace {TRACE_ID} from {every}",
+        PATIENCE_S,
+    )
     traced = by_trace()
     assert {line.get("request_id") for line in traced} == {request_id}
     # Its status calls are traces of their own (sent without a traceparent); the rest of
@@ -131,7 +129,7 @@ def test_the_request_is_one_trace_of_spans_the_processes_exported(
         return {span.service: span for span in spans if span.trace_id == TRACE_ID}
 
     services = {"clipping-proxy", "clipping-listener", "clipping-flow"}
-    wait_for(lambda: services <= set(of_trace()), f"spans of {sorted(services)}")
+    wait_for(lambda: services <= set(of_trace()), f"spans of {sorted(services)}", PATIENCE_S)
     found = of_trace()
     assert found["clipping-proxy"].name == "POST /v1/clip/request"
     assert found["clipping-proxy"].parent_id == TRACEPARENT.split("-")[2]
@@ -150,7 +148,9 @@ def test_the_prefect_ui_still_shows_the_runs_logs(
         ).json()
         return [log["message"] for log in logs]
 
-    wait_for(lambda: any(m.startswith("cutting ") for m in messages()), "the run's logs")
+    wait_for(
+        lambda: any(m.startswith("cutting ") for m in messages()), "the run's logs", PATIENCE_S
+    )
     assert any(m.startswith("announced completed") for m in messages())
 
 
@@ -166,6 +166,7 @@ def test_no_log_holds_a_secret(live_stack: Stack, proxy: httpx.Client, completed
     wait_for(
         lambda: "X-Goog-Signature=REDACTED" in proxy_log.read_text(errors="replace"),
         "the status call's access line",
+        PATIENCE_S,
     )
     for name, path in log_files(live_stack).items():
         text = path.read_text(errors="replace")

@@ -8,7 +8,6 @@ alerting rules are loaded."""
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from stack.provision import ensure_sample_recording
 from stack.throwaway import on_database
 from tests.live_stack import CompletionLog, clip_body, wait_until_finished
 from tests.media import SourceSpec, start_recorder
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -114,15 +114,11 @@ def test_a_sites_lost_worker_hands_its_run_to_the_other_worker_of_that_site(
     live = live_stack.config.site_root("macau") / "live.mp4"
     recorder = start_recorder(live, SourceSpec(seconds=600))
     try:
-        deadline = time.monotonic() + PATIENCE_S
-        while not (live.exists() and live.stat().st_size > 0):
-            assert time.monotonic() < deadline, "the recorder never started"
-            time.sleep(0.1)
+        wait_for(lambda: live.exists() and live.stat().st_size > 0, "the recorder", PATIENCE_S)
         body = clip_body(live, hand_id="hand-macau-lost", mode="accurate", end_seconds=30.0)
         request_id = proxy.post("/v1/clip/request", json=body).json()["request_id"]
-        while (first := agent_running(admin_proxy, request_id)) is None:
-            assert time.monotonic() < deadline, "the run never started"
-            time.sleep(0.2)
+        wait_for(lambda: agent_running(admin_proxy, request_id), "the run to start", PATIENCE_S)
+        first = agent_running(admin_proxy, request_id)
         assert first in SITES["macau"]
         # The host is lost: its worker first (so it cannot report the crash), then the
         # run's flow process, found by its run id.
@@ -155,11 +151,13 @@ def query(prometheus: httpx.Client, expression: str) -> dict[str, float]:
 
 def wait_for_value(prometheus: httpx.Client, expression: str, expected: float) -> None:
     """Until ``expression`` is ``expected``; a count past it fails at once (counted twice)."""
-    deadline = time.monotonic() + PATIENCE_S
-    while (found := query(prometheus, expression).get("", 0.0)) != expected:
-        assert found < expected, f"{expression} is {found}, more than {expected}"
-        assert time.monotonic() < deadline, f"{expression} is {found}, not {expected}"
-        time.sleep(0.5)
+
+    def reached() -> bool:
+        found = query(prometheus, expression).get("", 0.0)
+        assert found <= expected, f"{expression} is {found}, more than {expected}"
+        return found == expected
+
+    wait_for(reached, f"{expression} to be {expected}", PATIENCE_S)
 
 
 def test_every_process_is_scraped(prometheus: httpx.Client) -> None:
@@ -171,10 +169,8 @@ def test_every_process_is_scraped(prometheus: httpx.Client) -> None:
         "clipping-workers": float(sum(len(pair) for pair in SITES.values())),
         "prefect-server": 1.0,
     }
-    deadline = time.monotonic() + PATIENCE_S
-    while (found := query(prometheus, "sum by (job) (max_over_time(up[1m]))")) != jobs:
-        assert time.monotonic() < deadline, f"targets scraped, by job: {found}"
-        time.sleep(0.5)
+    scraped = "sum by (job) (max_over_time(up[1m]))"
+    wait_for(lambda: query(prometheus, scraped) == jobs, f"scrapes of {jobs}", PATIENCE_S)
 
 
 def test_a_few_clips_are_counted_once_each(
@@ -203,10 +199,11 @@ def test_a_few_clips_are_counted_once_each(
     )
     for step in ("cut", "upload", "sign", "notify"):
         assert query(prometheus, f'sum(clipping_step_duration_seconds_count{{step="{step}"}})')
-    deadline = time.monotonic() + PATIENCE_S
-    while any(query(prometheus, e).get("", 0.0) < before[e] + CLIPS for e in totals):
-        assert time.monotonic() < deadline, "the totals never grew by the clips"
-        time.sleep(0.5)
+    wait_for(
+        lambda: all(query(prometheus, e).get("", 0.0) >= before[e] + CLIPS for e in totals),
+        "the totals to grow by the clips",
+        PATIENCE_S,
+    )
     assert query(prometheus, 'sum(clipping_request_latency_seconds_sum{mode="reencode"})')[""] > 0
 
 
