@@ -19,11 +19,17 @@ from proxy.access import Caller, RequireScope
 from proxy.auth import Scope
 from proxy.limits import RateLimiter
 from proxy.links import ClipLinks
+from proxy.metrics import ProxyMetrics
 from proxy.services import Publisher, services_of
+from proxy.settings import ProxySettings
 
 
 def get_settings(request: Request) -> Settings:
     return services_of(request).settings
+
+
+def get_proxy_settings(request: Request) -> ProxySettings:
+    return services_of(request).proxy_settings
 
 
 def get_limiter(request: Request) -> RateLimiter:
@@ -36,6 +42,10 @@ def get_publisher(request: Request) -> Publisher:
 
 def get_links(request: Request) -> ClipLinks:
     return services_of(request).links
+
+
+def get_metrics(request: Request) -> ProxyMetrics:
+    return services_of(request).metrics
 
 
 def get_accepted(request: Request) -> AcceptedRequests:
@@ -65,9 +75,11 @@ async def get_prefect(request: Request) -> AsyncIterator[PrefectClient]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ProxySettingsDep = Annotated[ProxySettings, Depends(get_proxy_settings)]
 LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]
 LinksDep = Annotated[ClipLinks, Depends(get_links)]
+MetricsDep = Annotated[ProxyMetrics, Depends(get_metrics)]
 AcceptedDep = Annotated[AcceptedRequests, Depends(get_accepted)]
 OutcomesDep = Annotated[RequestOutcomes, Depends(get_outcomes)]
 BucketDep = Annotated[Bucket, Depends(get_bucket)]

@@ -52,7 +52,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
-from fastapi import Request
 from pydantic import SecretStr, ValidationError
 from sqlalchemy import (
     Column,
@@ -73,7 +72,6 @@ from clipping.pubsub import consume_forever
 from clipping.settings import Settings
 from proxy.accepted import AcceptedRecord, AcceptedRequests
 from proxy.db import UtcDateTime
-from proxy.services import services_of
 from proxy.settings import ProxySettings
 
 logger = logging.getLogger("clipping.proxy")
@@ -161,12 +159,11 @@ def destination_refusal(
     return None
 
 
-def callback_problem(clip: ClipRequest, request: Request) -> str | None:
+def callback_problem(clip: ClipRequest, settings: ProxySettings) -> str | None:
     """Why the proxy would refuse the request's callback (the 422 detail); None if it takes
     it. Cheap: an address literal is checked, a name only when a delivery resolves it."""
     if clip.callback_url is None:
         return None
-    settings = services_of(request).proxy_settings
     if settings.webhook_secret is None:
         return "body.callback_url: this proxy sends no callbacks (webhooks are not configured)"
     host = urlsplit(clip.callback_url).hostname or ""

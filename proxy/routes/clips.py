@@ -31,6 +31,7 @@ from proxy.deps import (
     LinksDep,
     OutcomesDep,
     PrefectDep,
+    ProxySettingsDep,
     PublisherDep,
 )
 from proxy.links import ClipLinks
@@ -62,13 +63,14 @@ async def request_clip(
     accepted: AcceptedDep,
     limiter: LimiterDep,
     publisher: PublisherDep,
+    proxy_settings: ProxySettingsDep,
 ) -> ClipAccepted:
     """Queue a clip. Repeating a body with the same ``request_id`` answers the same.
 
     An id another caller used is refused (409).
     """
     bind_log_fields(request_id=clip.request_id, hand_id=clip.hand_id)
-    if problem := callback_problem(clip, request):
+    if problem := callback_problem(clip, proxy_settings):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problem)
     if wait := limiter.retry_after(caller.digest):
         raise HTTPException(

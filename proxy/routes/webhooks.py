@@ -5,12 +5,11 @@ request; ``GET /v1/webhooks/secret`` gives it to that key's holder, in Standard 
 ``whsec_`` form, to verify them with. It is 503 while webhooks are not configured.
 """
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import BaseModel, Field
 
-from proxy.deps import ClipCaller
+from proxy.deps import ClipCaller, ProxySettingsDep
 from proxy.problems import problems
-from proxy.services import services_of
 from proxy.webhooks import signing_secret, whsec
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -29,10 +28,12 @@ class WebhookSecret(BaseModel):
 
 
 @router.get("/secret", responses=_RESPONSES)
-async def webhook_secret(caller: ClipCaller, request: Request, response: Response) -> WebhookSecret:
+async def webhook_secret(
+    caller: ClipCaller, proxy_settings: ProxySettingsDep, response: Response
+) -> WebhookSecret:
     """The secret that signs the callbacks of this key's requests. The same on every call,
     until the proxy's master secret changes."""
-    master = services_of(request).proxy_settings.webhook_secret
+    master = proxy_settings.webhook_secret
     if master is None:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, "webhooks are not configured on this proxy"
